@@ -1,0 +1,88 @@
+# outboxd: make builds bin/, make check runs the TAP suite, make demo runs the story.
+PKGS     := libpq rdkafka libevent inih jansson
+CC       ?= cc
+WARN     := -Wall -Wextra -Wformat=2 -Wmissing-prototypes -Wstrict-prototypes \
+            -Wpointer-arith -Wundef -Wno-format-truncation -Werror
+CFLAGS   ?= -O2 -g
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+ALL_CFLAGS  = -std=c11 -D_GNU_SOURCE $(WARN) $(CFLAGS) $(PKG_CFLAGS) -Icommon -MMD -MP
+LDLIBS      = $(PKG_LIBS) -lm
+
+BUILD ?= build/release
+BIN   ?= bin
+
+COMMON  := common/log.c common/conf.c common/crash.c common/db.c common/kafka.c \
+           common/util.c
+PROGS   := outboxd outbox-relay outbox-consumer orders outboxctl
+
+SRC_outboxd         := $(wildcard supervisor/*.c)
+SRC_outbox-relay    := $(wildcard relay/*.c)
+SRC_outbox-consumer := $(wildcard consumer/*.c)
+SRC_orders          := $(wildcard orders/*.c)
+SRC_outboxctl       := $(wildcard ctl/*.c) $(BUILD)/gen/sql_files.c
+
+UNIT_SRC := $(wildcard tests/t/0*.c)
+UNIT_BIN := $(patsubst tests/t/%.c,$(BUILD)/t/%,$(UNIT_SRC))
+
+obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(patsubst $(BUILD)/%,%,$(1)))
+
+.PHONY: all debug asan check unit services demo chaos bench clean help
+all: $(addprefix $(BIN)/,$(PROGS))
+
+help:
+	@echo "make          build bin/ (outboxd outbox-relay outbox-consumer orders outboxctl)"
+	@echo "make check    start the local services and run the TAP suite (prove)"
+	@echo "make demo     the crash-injection story end to end on the local services"
+	@echo "make debug    ASan/UBSan build into build/debug and bin-debug/, unit tests under it"
+	@echo "make clean    remove build output"
+
+define prog_rule
+$(BIN)/$(1): $(call obj,$(SRC_$(1))) $(call obj,$(COMMON))
+	@mkdir -p $$(@D)
+	$$(CC) $$(ALL_CFLAGS) -o $$@ $$^ $$(LDLIBS)
+endef
+$(foreach p,$(PROGS),$(eval $(call prog_rule,$(p))))
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
+$(BUILD)/obj/gen/%.o: $(BUILD)/gen/%.c
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -Ictl -c -o $@ $<
+
+# The migrations are compiled into outboxctl so it runs from anywhere.
+$(BUILD)/gen/sql_files.c: $(sort $(wildcard sql/*.sql)) scripts/embed-sql
+	@mkdir -p $(@D)
+	sh scripts/embed-sql $(sort $(wildcard sql/*.sql)) > $@.tmp && mv $@.tmp $@
+
+# Unit tests link the module they test (and common/) directly; no services.
+$(BUILD)/t/%: tests/t/%.c $(call obj,$(COMMON)) tests/tap.h
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -Itests -Irelay -Iconsumer -Isupervisor -Ictl -o $@ $< \
+		$(call obj,$(COMMON)) $(UNIT_LINK_$*) $(LDLIBS)
+
+unit: $(UNIT_BIN)
+	prove -f $(UNIT_BIN)
+
+check: all $(UNIT_BIN)
+	bash scripts/services up
+	prove -f $(UNIT_BIN) $(sort $(wildcard tests/t/1*.t))
+
+debug asan:
+	$(MAKE) BUILD=build/debug BIN=bin-debug CFLAGS="-O0 -g3 -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" all unit
+
+services:
+	bash scripts/services up
+
+demo: all
+	bash scripts/demo
+
+chaos: all
+	bash scripts/chaos
+
+clean:
+	rm -rf build bin bin-debug
+
+-include $(shell find build -name '*.d' 2>/dev/null)

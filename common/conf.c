@@ -1,0 +1,295 @@
+#include "conf.h"
+
+#include <errno.h>
+#include <ini.h>
+#include <librdkafka/rdkafka.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+enum conf_type { CT_STR, CT_INT, CT_BOOL, CT_MODE };
+
+/* The key table: every key we own, its type, range and default. Defaults go
+ * through the same setter as the file's values. */
+struct conf_key {
+	const char *section;
+	const char *name;
+	enum conf_type type;
+	size_t offset;
+	size_t size;      /* CT_STR: buffer size */
+	long min, max;    /* CT_INT */
+	const char *def;
+};
+
+#define S(sec, key, field, def) \
+	{ sec, key, CT_STR, offsetof(struct conf, field), sizeof(((struct conf *)0)->field), 0, 0, def }
+#define I(sec, key, field, lo, hi, def) \
+	{ sec, key, CT_INT, offsetof(struct conf, field), 0, lo, hi, def }
+#define B(sec, key, field, def) \
+	{ sec, key, CT_BOOL, offsetof(struct conf, field), 0, 0, 0, def }
+
+static const struct conf_key conf_keys[] = {
+	S("database", "conninfo", db_conninfo, ""),
+	S("kafka", "brokers", kafka_brokers, "127.0.0.1:9092"),
+	S("kafka", "topic", kafka_topic, "orders.events"),
+	I("kafka", "partitions", kafka_partitions, 1, 10000, "12"),
+	I("kafka", "delivery_timeout_ms", kafka_delivery_timeout_ms, 1000, 3600000, "30000"),
+	{ "relay", "mode", CT_MODE, offsetof(struct conf, relay_mode), 0, 0, 0, "poll" },
+	I("relay", "poll_interval_ms", relay_poll_interval_ms, 1, 3600000, "500"),
+	B("relay", "notify", relay_notify, "on"),
+	I("relay", "batch_size", relay_batch_size, 1, 100000, "500"),
+	I("relay", "backoff_max_ms", relay_backoff_max_ms, 10, 600000, "10000"),
+	S("relay", "publish_log", relay_publish_log, ""),
+	S("relay", "slot_name", relay_slot, "outboxd"),
+	S("relay", "publication", relay_publication, "outboxd_outbox"),
+	S("consumer", "group_id", consumer_group, "outboxd"),
+	S("consumer", "conninfo", consumer_conninfo, ""),
+	I("consumer", "commit_interval_ms", consumer_commit_interval_ms, 0, 60000, "200"),
+	S("supervisor", "http_listen", sup_http_listen, "127.0.0.1:8780"),
+	S("supervisor", "audit_file", sup_audit_file, "outboxd-audit.jsonl"),
+	S("supervisor", "pid_file", sup_pid_file, ""),
+	S("supervisor", "bin_dir", sup_bin_dir, ""),
+	I("supervisor", "shutdown_timeout_ms", sup_shutdown_timeout_ms, 100, 3600000, "15000"),
+	I("supervisor", "backoff_max_ms", sup_backoff_max_ms, 10, 3600000, "10000"),
+	I("supervisor", "stable_ms", sup_stable_ms, 100, 3600000, "30000"),
+};
+
+#define NKEYS (sizeof conf_keys / sizeof conf_keys[0])
+
+static const char *const conf_sections[] = {
+	"database", "kafka", "relay", "consumer", "supervisor",
+};
+
+/* Parse and store one value; false with a message (no location) in err. */
+static bool conf_set(struct conf *c, const struct conf_key *k, const char *value,
+		     char *err, size_t errlen)
+{
+	void *field = (char *)c + k->offset;
+
+	switch (k->type) {
+	case CT_STR:
+		if (strlen(value) >= k->size) {
+			snprintf(err, errlen, "[%s] %s: value longer than %zu bytes",
+				 k->section, k->name, k->size - 1);
+			return false;
+		}
+		memcpy(field, value, strlen(value) + 1);
+		return true;
+	case CT_INT: {
+		char *end;
+		long v;
+
+		errno = 0;
+		v = strtol(value, &end, 10);
+		if (*value == '\0' || *end != '\0' || errno != 0) {
+			snprintf(err, errlen, "[%s] %s: \"%s\" is not an integer",
+				 k->section, k->name, value);
+			return false;
+		}
+		if (v < k->min || v > k->max) {
+			snprintf(err, errlen, "[%s] %s: %ld is out of range %ld..%ld",
+				 k->section, k->name, v, k->min, k->max);
+			return false;
+		}
+		*(int *)field = (int)v;
+		return true;
+	}
+	case CT_BOOL:
+		if (strcasecmp(value, "on") == 0 || strcasecmp(value, "true") == 0 ||
+		    strcasecmp(value, "yes") == 0 || strcmp(value, "1") == 0) {
+			*(bool *)field = true;
+			return true;
+		}
+		if (strcasecmp(value, "off") == 0 || strcasecmp(value, "false") == 0 ||
+		    strcasecmp(value, "no") == 0 || strcmp(value, "0") == 0) {
+			*(bool *)field = false;
+			return true;
+		}
+		snprintf(err, errlen, "[%s] %s: \"%s\" is not on/off", k->section, k->name, value);
+		return false;
+	case CT_MODE:
+		if (strcmp(value, "poll") == 0) {
+			*(int *)field = RELAY_POLL;
+			return true;
+		}
+		if (strcmp(value, "cdc") == 0) {
+			*(int *)field = RELAY_CDC;
+			return true;
+		}
+		snprintf(err, errlen, "[%s] %s: \"%s\" is not poll or cdc", k->section, k->name, value);
+		return false;
+	}
+	return false;
+}
+
+void conf_defaults(struct conf *c)
+{
+	char err[256];
+
+	memset(c, 0, sizeof *c);
+	for (size_t i = 0; i < NKEYS; i++)
+		if (!conf_set(c, &conf_keys[i], conf_keys[i].def, err, sizeof err))
+			abort(); /* a bad default is a bug */
+}
+
+struct conf_parse {
+	struct conf *c;
+	const char *path;
+	char *err;
+	size_t errlen;
+	bool failed;
+	int line;         /* line the reader handed to inih last */
+	FILE *f;
+	char seen[NKEYS];
+};
+
+/* inih's reader: fgets that counts lines, since the handler gets none. */
+static char *conf_reader(char *buf, int size, void *stream)
+{
+	struct conf_parse *p = stream;
+	char *r = fgets(buf, size, p->f);
+
+	if (r != NULL)
+		p->line++;
+	return r;
+}
+
+static int conf_fail(struct conf_parse *p, int line, const char *msg)
+{
+	snprintf(p->err, p->errlen, "%s:%d: %s", p->path, line, msg);
+	p->failed = true;
+	return 0;
+}
+
+/* inih handler: returns 0 to stop at the first error. */
+static int conf_line_cb(void *user, const char *section, const char *name,
+			const char *value)
+{
+	struct conf_parse *p = user;
+	int line = p->line;
+	char msg[CONF_STR + 128];
+	bool known = false;
+
+	for (size_t i = 0; i < sizeof conf_sections / sizeof conf_sections[0]; i++)
+		if (strcmp(section, conf_sections[i]) == 0)
+			known = true;
+	if (!known) {
+		snprintf(msg, sizeof msg, "unknown section [%s]", section);
+		return conf_fail(p, line, msg);
+	}
+	if (value == NULL) {
+		snprintf(msg, sizeof msg, "[%s] %s: expected \"key = value\"", section, name);
+		return conf_fail(p, line, msg);
+	}
+	if (strcmp(section, "kafka") == 0 && strncmp(name, "kafka.", 6) == 0) {
+		struct conf_kafka_prop *kp;
+		rd_kafka_conf_t *probe;
+		char rkerr[256];
+		rd_kafka_conf_res_t res;
+
+		if (p->c->kafka_nprops >= CONF_MAX_KAFKA_PROPS)
+			return conf_fail(p, line, "too many kafka.* properties");
+		if (strlen(name + 6) >= sizeof kp->name || strlen(value) >= sizeof kp->value)
+			return conf_fail(p, line, "kafka property name or value too long");
+		/* Ask librdkafka now, so its complaint comes with our file:line. */
+		probe = rd_kafka_conf_new();
+		res = rd_kafka_conf_set(probe, name + 6, value, rkerr, sizeof rkerr);
+		rd_kafka_conf_destroy(probe);
+		if (res != RD_KAFKA_CONF_OK) {
+			snprintf(msg, sizeof msg, "[kafka] %s: %s", name, rkerr);
+			return conf_fail(p, line, msg);
+		}
+		kp = &p->c->kafka_props[p->c->kafka_nprops++];
+		snprintf(kp->name, sizeof kp->name, "%s", name + 6);
+		snprintf(kp->value, sizeof kp->value, "%s", value);
+		kp->line = line;
+		return 1;
+	}
+	for (size_t i = 0; i < NKEYS; i++) {
+		const struct conf_key *k = &conf_keys[i];
+		char why[CONF_STR + 64];
+
+		if (strcmp(k->section, section) != 0 || strcmp(k->name, name) != 0)
+			continue;
+		if (p->seen[i]) {
+			snprintf(msg, sizeof msg, "[%s] %s: set twice", section, name);
+			return conf_fail(p, line, msg);
+		}
+		p->seen[i] = 1;
+		if (!conf_set(p->c, k, value, why, sizeof why))
+			return conf_fail(p, line, why);
+		return 1;
+	}
+	snprintf(msg, sizeof msg, "[%s] unknown key \"%s\"", section, name);
+	return conf_fail(p, line, msg);
+}
+
+static bool conf_env(struct conf *c, const char *var, char *dst, size_t dstlen,
+		     char *err, size_t errlen)
+{
+	const char *v = getenv(var);
+
+	if (v == NULL || *v == '\0')
+		return true;
+	if (strlen(v) >= dstlen) {
+		snprintf(err, errlen, "%s: value too long", var);
+		return false;
+	}
+	(void)c;
+	memcpy(dst, v, strlen(v) + 1);
+	return true;
+}
+
+bool conf_load(struct conf *c, const char *path, char *err, size_t errlen)
+{
+	struct conf_parse p;
+	FILE *f;
+	int rc;
+	bool explicit_path = path != NULL;
+
+	conf_defaults(c);
+	if (path == NULL) {
+		path = getenv("OUTBOX_CONF");
+		explicit_path = path != NULL && *path != '\0';
+		if (!explicit_path)
+			path = "conf/outboxd.conf";
+	}
+	f = fopen(path, "r");
+	if (f == NULL) {
+		if (explicit_path || errno != ENOENT) {
+			snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+			return false;
+		}
+	} else {
+		memset(&p, 0, sizeof p);
+		p.c = c;
+		p.path = path;
+		p.err = err;
+		p.errlen = errlen;
+		p.f = f;
+		rc = ini_parse_stream(conf_reader, &p, conf_line_cb, &p);
+		fclose(f);
+		if (p.failed)
+			return false;
+		if (rc != 0) {
+			/* inih reports lines it could not parse (no '=', no ']'). */
+			snprintf(err, errlen, "%s:%d: syntax error (expected [section] or key = value)",
+				 path, rc);
+			return false;
+		}
+		snprintf(c->path, sizeof c->path, "%s", path);
+	}
+	if (!conf_env(c, "OUTBOX_PG", c->db_conninfo, sizeof c->db_conninfo, err, errlen) ||
+	    !conf_env(c, "OUTBOX_KAFKA", c->kafka_brokers, sizeof c->kafka_brokers, err, errlen) ||
+	    !conf_env(c, "OUTBOX_TOPIC", c->kafka_topic, sizeof c->kafka_topic, err, errlen))
+		return false;
+	snprintf(c->kafka_dlq_topic, sizeof c->kafka_dlq_topic, "%s.dlq", c->kafka_topic);
+	return true;
+}
+
+const char *conf_sink_conninfo(const struct conf *c)
+{
+	return c->consumer_conninfo[0] != '\0' ? c->consumer_conninfo : c->db_conninfo;
+}

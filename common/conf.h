@@ -1,0 +1,70 @@
+#ifndef OUTBOXD_CONF_H
+#define OUTBOXD_CONF_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#define CONF_STR 512
+#define CONF_MAX_KAFKA_PROPS 64
+
+enum relay_mode { RELAY_POLL = 0, RELAY_CDC = 1 };
+
+/* One "kafka.<property> = value" line, passed to librdkafka as is. */
+struct conf_kafka_prop {
+	char name[128];
+	char value[CONF_STR];
+	int line;
+};
+
+/* The whole configuration. Every field has a default (see conf.c's key
+ * table); conf_load() fills it from the file, then from the environment. */
+struct conf {
+	char path[CONF_STR];                /* file it came from ("" = defaults) */
+
+	char db_conninfo[CONF_STR];         /* [database] conninfo */
+
+	char kafka_brokers[CONF_STR];       /* [kafka] brokers */
+	char kafka_topic[256];              /* [kafka] topic */
+	char kafka_dlq_topic[300];          /* derived: topic + ".dlq" */
+	int kafka_partitions;               /* [kafka] partitions */
+	int kafka_delivery_timeout_ms;      /* [kafka] delivery_timeout_ms */
+	struct conf_kafka_prop kafka_props[CONF_MAX_KAFKA_PROPS];
+	int kafka_nprops;
+
+	int relay_mode;                     /* [relay] mode: enum relay_mode */
+	int relay_poll_interval_ms;         /* [relay] poll_interval_ms */
+	bool relay_notify;                  /* [relay] notify */
+	int relay_batch_size;               /* [relay] batch_size */
+	int relay_backoff_max_ms;           /* [relay] backoff_max_ms */
+	char relay_publish_log[CONF_STR];   /* [relay] publish_log ("" = off) */
+	char relay_slot[64];                /* [relay] slot_name */
+	char relay_publication[64];         /* [relay] publication */
+
+	char consumer_group[256];           /* [consumer] group_id */
+	char consumer_conninfo[CONF_STR];   /* [consumer] conninfo ("" = database's) */
+	int consumer_commit_interval_ms;    /* [consumer] commit_interval_ms */
+
+	char sup_http_listen[128];          /* [supervisor] http_listen */
+	char sup_audit_file[CONF_STR];      /* [supervisor] audit_file */
+	char sup_pid_file[CONF_STR];        /* [supervisor] pid_file */
+	char sup_bin_dir[CONF_STR];         /* [supervisor] bin_dir ("" = outboxd's own) */
+	int sup_shutdown_timeout_ms;        /* [supervisor] shutdown_timeout_ms */
+	int sup_backoff_max_ms;             /* [supervisor] backoff_max_ms */
+	int sup_stable_ms;                  /* [supervisor] stable_ms */
+};
+
+/* Fill c with the defaults only. */
+void conf_defaults(struct conf *c);
+
+/* Load the configuration. path NULL means $OUTBOX_CONF, else
+ * conf/outboxd.conf, and a missing default file means "defaults only"; an
+ * explicit path must exist. Environment overrides (OUTBOX_PG, OUTBOX_KAFKA,
+ * OUTBOX_TOPIC) apply last. On error returns false with "FILE:LINE: message"
+ * (or "FILE: message") in err; the caller exits 2. */
+bool conf_load(struct conf *c, const char *path, char *err, size_t errlen)
+	__attribute__((warn_unused_result));
+
+/* The conninfo the consumer's side (schema sink) uses. */
+const char *conf_sink_conninfo(const struct conf *c);
+
+#endif

@@ -1,0 +1,34 @@
+#ifndef OUTBOXD_DB_H
+#define OUTBOXD_DB_H
+
+#include <libpq-fe.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+/* One connection attempt. Returns the connection, or NULL with libpq's
+ * message in err. The caller owns the connection (PQfinish). */
+PGconn *db_connect(const char *conninfo, char *err, size_t errlen)
+	__attribute__((warn_unused_result));
+
+/* Connect, retrying with capped exponential backoff (and saying so in the
+ * log, password masked) until it works or *stop becomes non-zero. Returns
+ * NULL only when stopped. what names the connection in the log. */
+PGconn *db_connect_retry(const char *conninfo, const char *what,
+			 volatile sig_atomic_t *stop) __attribute__((warn_unused_result));
+
+/* Run a command without parameters (BEGIN, COMMIT, LISTEN ...) expecting
+ * PGRES_COMMAND_OK or PGRES_TUPLES_OK. False with the message in err. */
+bool db_exec(PGconn *conn, const char *sql, char *err, size_t errlen)
+	__attribute__((warn_unused_result));
+
+/* SQLSTATE of a result, "" when there is none. */
+const char *db_sqlstate(const PGresult *res);
+
+/* True when the connection is gone (the caller reconnects). */
+bool db_lost(PGconn *conn);
+
+/* Copy PQerrorMessage / PQresultErrorMessage into err without the newline. */
+void db_error(PGconn *conn, const PGresult *res, char *err, size_t errlen);
+
+#endif

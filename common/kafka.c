@@ -1,0 +1,184 @@
+#include "kafka.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "log.h"
+
+static bool kafka_fatal;
+static char kafka_fatal_msg[512];
+static char kafka_last_err[512];
+
+/* Runs on librdkafka's poll path (our thread): log and remember. */
+static void kafka_error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
+{
+	(void)opaque;
+	snprintf(kafka_last_err, sizeof kafka_last_err, "%s: %s",
+		 rd_kafka_err2name((rd_kafka_resp_err_t)err), reason);
+	if (err == RD_KAFKA_RESP_ERR__FATAL) {
+		char fe[512];
+		rd_kafka_resp_err_t orig = rd_kafka_fatal_error(rk, fe, sizeof fe);
+
+		kafka_fatal = true;
+		snprintf(kafka_fatal_msg, sizeof kafka_fatal_msg, "%s: %s",
+			 rd_kafka_err2name(orig), fe);
+		log_error("kafka fatal error: %s", kafka_fatal_msg);
+		return;
+	}
+	/* Broker down and transport errors are retried by librdkafka itself. */
+	log_warn("kafka: %s", kafka_last_err);
+}
+
+static bool kafka_set(rd_kafka_conf_t *kc, const char *name, const char *value,
+		      char *err, size_t errlen)
+{
+	char why[256];
+
+	if (rd_kafka_conf_set(kc, name, value, why, sizeof why) != RD_KAFKA_CONF_OK) {
+		snprintf(err, errlen, "kafka property %s=%s: %s", name, value, why);
+		return false;
+	}
+	return true;
+}
+
+rd_kafka_conf_t *kafka_conf_new(const struct conf *c, char *err, size_t errlen)
+{
+	rd_kafka_conf_t *kc = rd_kafka_conf_new();
+
+	if (!kafka_set(kc, "bootstrap.servers", c->kafka_brokers, err, errlen) ||
+	    !kafka_set(kc, "client.id", "outboxd", err, errlen))
+		goto fail;
+	rd_kafka_conf_set_error_cb(kc, kafka_error_cb);
+	for (int i = 0; i < c->kafka_nprops; i++) {
+		const struct conf_kafka_prop *p = &c->kafka_props[i];
+
+		if (!kafka_set(kc, p->name, p->value, err, errlen)) {
+			char why[512];
+
+			snprintf(why, sizeof why, "%s", err);
+			snprintf(err, errlen, "%s:%d: %s", c->path, p->line, why);
+			goto fail;
+		}
+	}
+	return kc;
+fail:
+	rd_kafka_conf_destroy(kc);
+	return NULL;
+}
+
+rd_kafka_t *kafka_producer_new(const struct conf *c,
+			       void (*dr_cb)(rd_kafka_t *, const rd_kafka_message_t *, void *),
+			       char *err, size_t errlen)
+{
+	rd_kafka_conf_t *kc = kafka_conf_new(c, err, errlen);
+	rd_kafka_t *rk;
+	char timeout[32];
+
+	if (kc == NULL)
+		return NULL;
+	snprintf(timeout, sizeof timeout, "%d", c->kafka_delivery_timeout_ms);
+	/* Ours first, so a kafka.* line can still override linger and the like;
+	 * idempotence is set last because the guarantees depend on it. */
+	if (!kafka_set(kc, "linger.ms", "2", err, errlen) ||
+	    !kafka_set(kc, "message.timeout.ms", timeout, err, errlen) ||
+	    !kafka_set(kc, "partitioner", "murmur2_random", err, errlen) ||
+	    !kafka_set(kc, "enable.idempotence", "true", err, errlen)) {
+		rd_kafka_conf_destroy(kc);
+		return NULL;
+	}
+	if (dr_cb != NULL)
+		rd_kafka_conf_set_dr_msg_cb(kc, dr_cb);
+	rk = rd_kafka_new(RD_KAFKA_PRODUCER, kc, err, errlen);
+	if (rk == NULL)
+		rd_kafka_conf_destroy(kc);
+	return rk;
+}
+
+rd_kafka_t *kafka_consumer_new(const struct conf *c, const char *group,
+			       const char *instance_id, const char *topic,
+			       char *err, size_t errlen)
+{
+	rd_kafka_conf_t *kc = kafka_conf_new(c, err, errlen);
+	rd_kafka_topic_partition_list_t *topics;
+	rd_kafka_resp_err_t e;
+	rd_kafka_t *rk;
+
+	if (kc == NULL)
+		return NULL;
+	if (!kafka_set(kc, "group.id", group, err, errlen) ||
+	    !kafka_set(kc, "enable.auto.commit", "false", err, errlen) ||
+	    !kafka_set(kc, "enable.auto.offset.store", "false", err, errlen) ||
+	    !kafka_set(kc, "auto.offset.reset", "earliest", err, errlen) ||
+	    !kafka_set(kc, "enable.partition.eof", "false", err, errlen) ||
+	    (instance_id != NULL &&
+	     !kafka_set(kc, "group.instance.id", instance_id, err, errlen))) {
+		rd_kafka_conf_destroy(kc);
+		return NULL;
+	}
+	rk = rd_kafka_new(RD_KAFKA_CONSUMER, kc, err, errlen);
+	if (rk == NULL) {
+		rd_kafka_conf_destroy(kc);
+		return NULL;
+	}
+	rd_kafka_poll_set_consumer(rk);
+	topics = rd_kafka_topic_partition_list_new(1);
+	rd_kafka_topic_partition_list_add(topics, topic, RD_KAFKA_PARTITION_UA);
+	e = rd_kafka_subscribe(rk, topics);
+	rd_kafka_topic_partition_list_destroy(topics);
+	if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
+		snprintf(err, errlen, "subscribe %s: %s", topic, rd_kafka_err2str(e));
+		rd_kafka_destroy(rk);
+		return NULL;
+	}
+	return rk;
+}
+
+rd_kafka_resp_err_t kafka_produce_event(rd_kafka_t *rk, const char *topic,
+					const struct kafka_event *ev, void *msg_opaque)
+{
+	char seq[24];
+	rd_kafka_resp_err_t e;
+
+	snprintf(seq, sizeof seq, "%" PRId64, ev->aggregate_seq);
+	for (;;) {
+		e = rd_kafka_producev(
+			rk, RD_KAFKA_V_TOPIC(topic),
+			RD_KAFKA_V_KEY(ev->aggregate_id, strlen(ev->aggregate_id)),
+			RD_KAFKA_V_VALUE((void *)ev->payload, ev->payload_len),
+			RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+			RD_KAFKA_V_HEADER("event_id", ev->event_id, -1),
+			RD_KAFKA_V_HEADER("event_type", ev->event_type, -1),
+			RD_KAFKA_V_HEADER("aggregate_type", ev->aggregate_type, -1),
+			RD_KAFKA_V_HEADER("aggregate_seq", seq, -1),
+			RD_KAFKA_V_OPAQUE(msg_opaque), RD_KAFKA_V_END);
+		if (e != RD_KAFKA_RESP_ERR__QUEUE_FULL)
+			return e;
+		rd_kafka_poll(rk, 10);
+	}
+}
+
+bool kafka_take_fatal(char *err, size_t errlen)
+{
+	bool was = kafka_fatal;
+
+	if (was && err != NULL)
+		snprintf(err, errlen, "%s", kafka_fatal_msg);
+	kafka_fatal = false;
+	return was;
+}
+
+const char *kafka_last_error(void)
+{
+	return kafka_last_err;
+}
+
+bool kafka_ping(rd_kafka_t *rk, int timeout_ms)
+{
+	const struct rd_kafka_metadata *md = NULL;
+	rd_kafka_resp_err_t e = rd_kafka_metadata(rk, 0, NULL, &md, timeout_ms);
+
+	if (md != NULL)
+		rd_kafka_metadata_destroy(md);
+	return e == RD_KAFKA_RESP_ERR_NO_ERROR;
+}

@@ -1,0 +1,8 @@
+#include <stdio.h>
+#include <string.h>
+int main(int argc, char **argv)
+{
+	if (argc > 1 && strcmp(argv[1], "--help") == 0) { printf("usage: relay\n"); return 0; }
+	fprintf(stderr, "relay: not yet available\n");
+	return 1;
+}
