@@ -1,0 +1,115 @@
+/* outboxctl migrate: apply the compiled-in sql/ files that have not been
+ * applied yet, each in its own transaction, recording it by name. */
+#include <stdio.h>
+#include <string.h>
+
+#include "ctl.h"
+#include "db.h"
+#include "sql_files.h"
+
+/* Serializes concurrent migrates (session lock, released at disconnect). */
+static const char SQL_LOCK[] = "SELECT pg_advisory_lock(727000, 1)";
+
+static const char SQL_VERSIONS[] =
+	"CREATE TABLE IF NOT EXISTS public.outboxd_migrations ("
+	" name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())";
+
+static const char SQL_APPLIED[] = "SELECT 1 FROM public.outboxd_migrations WHERE name = $1";
+static const char SQL_RECORD[] = "INSERT INTO public.outboxd_migrations (name) VALUES ($1)";
+
+/* Apply one file on conn unless recorded there. Returns 1 applied, 0 already
+ * there, -1 failed (message printed, transaction rolled back). */
+static int migrate_one(PGconn *conn, const struct sql_file *f)
+{
+	char err[1024];
+	const char *params[1] = { f->name };
+	PGresult *res = NULL;
+	int rc = -1;
+
+	if (!db_exec(conn, "BEGIN", err, sizeof err))
+		goto out;
+	res = PQexecParams(conn, SQL_APPLIED, 1, NULL, params, NULL, NULL, 0);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		db_error(conn, res, err, sizeof err);
+		goto out;
+	}
+	if (PQntuples(res) > 0) {
+		rc = 0;
+		goto out;
+	}
+	PQclear(res);
+	res = PQexec(conn, f->text);
+	if (PQresultStatus(res) != PGRES_COMMAND_OK && PQresultStatus(res) != PGRES_TUPLES_OK) {
+		db_error(conn, res, err, sizeof err);
+		goto out;
+	}
+	PQclear(res);
+	res = PQexecParams(conn, SQL_RECORD, 1, NULL, params, NULL, NULL, 0);
+	if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+		db_error(conn, res, err, sizeof err);
+		goto out;
+	}
+	if (!db_exec(conn, "COMMIT", err, sizeof err))
+		goto out;
+	rc = 1;
+out:
+	PQclear(res);
+	if (rc < 0)
+		fprintf(stderr, "outboxctl: migration %s failed: %s\n", f->name, err);
+	if (rc <= 0 && !db_lost(conn)) {
+		PGresult *r = PQexec(conn, "ROLLBACK");
+
+		PQclear(r);
+	}
+	return rc;
+}
+
+static bool migrate_prepare(PGconn *conn)
+{
+	char err[1024];
+
+	if (db_exec(conn, SQL_LOCK, err, sizeof err) &&
+	    db_exec(conn, "SET client_min_messages = warning", err, sizeof err) &&
+	    db_exec(conn, SQL_VERSIONS, err, sizeof err))
+		return true;
+	fprintf(stderr, "outboxctl: migrate: %s\n", err);
+	return false;
+}
+
+int ctl_migrate(struct ctl *ctl)
+{
+	const char *db_ci = ctl->conf.db_conninfo, *sink_ci = conf_sink_conninfo(&ctl->conf);
+	PGconn *db = ctl_connect(db_ci, "outbox"), *sink = NULL;
+	int applied = 0, rc = 1;
+
+	if (db == NULL)
+		return 1;
+	if (strcmp(db_ci, sink_ci) == 0)
+		sink = db;
+	else if ((sink = ctl_connect(sink_ci, "consumer")) == NULL)
+		goto out;
+	if (!migrate_prepare(db) || (sink != db && !migrate_prepare(sink)))
+		goto out;
+	for (int i = 0; i < sql_nfiles; i++) {
+		const struct sql_file *f = &sql_files[i];
+		int r = migrate_one(strstr(f->name, "_sink") != NULL ? sink : db, f);
+
+		if (r < 0)
+			goto out;
+		if (r > 0) {
+			applied++;
+			if (!ctl->json)
+				printf("applied %s\n", f->name);
+		}
+	}
+	if (ctl->json)
+		printf("{\"applied\": %d, \"migrations\": %d}\n", applied, sql_nfiles);
+	else if (applied == 0)
+		printf("schema up to date (%d migrations)\n", sql_nfiles);
+	rc = 0;
+out:
+	if (sink != NULL && sink != db)
+		PQfinish(sink);
+	PQfinish(db);
+	return rc;
+}

@@ -1,0 +1,253 @@
+/* outboxctl status and audit: what the pipeline is doing, and what the
+ * consumers' sequence-gap detector has seen. */
+#include <jansson.h>
+#include <librdkafka/rdkafka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ctl.h"
+#include "kafka.h"
+
+static const char SQL_UNSENT[] =
+	"SELECT count(*), coalesce(extract(epoch FROM now() - min(created_at)), 0)::numeric(12,3)"
+	" FROM public.outbox WHERE sent_at IS NULL";
+
+static const char SQL_RELAYS[] =
+	"SELECT relay_id, host, pid, mode, passes, published, acked, failed, marked,"
+	" extract(epoch FROM now() - updated_at)::numeric(12,1)"
+	" FROM public.outboxd_relays ORDER BY host, relay_id";
+
+static const char SQL_CONSUMERS[] =
+	"SELECT consumer_id, host, pid, received, applied, duplicates, gaps, poison, retries,"
+	" extract(epoch FROM now() - updated_at)::numeric(12,1)"
+	" FROM sink.consumers ORDER BY host, consumer_id";
+
+/* Put a result's rows into an array of objects named by its columns. */
+static json_t *rows_json(const PGresult *res, const char *const *names)
+{
+	json_t *a = json_array();
+
+	for (int r = 0; r < PQntuples(res); r++) {
+		json_t *o = json_object();
+
+		for (int c = 0; c < PQnfields(res); c++) {
+			const char *v = PQgetvalue(res, r, c);
+
+			if (PQgetisnull(res, r, c))
+				json_object_set_new(o, names[c], json_null());
+			else if (PQftype(res, c) == 25 /* text */ || PQftype(res, c) == 2950 /* uuid */ ||
+				 PQftype(res, c) == 1184 /* timestamptz */)
+				json_object_set_new(o, names[c], json_string(v));
+			else
+				json_object_set_new(o, names[c], json_real(atof(v)));
+		}
+		json_array_append_new(a, o);
+	}
+	return a;
+}
+
+/* Committed offsets of the group against the high watermarks: the lag. Returns
+ * -1 when Kafka did not answer. */
+static long long status_lag(const struct conf *c, char *err, size_t errlen)
+{
+	rd_kafka_conf_t *kc = kafka_conf_new(c, err, errlen);
+	const struct rd_kafka_metadata *md = NULL;
+	rd_kafka_topic_partition_list_t *parts = NULL;
+	rd_kafka_topic_t *t = NULL;
+	rd_kafka_t *rk = NULL;
+	long long lag = -1, sum = 0;
+	rd_kafka_resp_err_t e;
+
+	if (kc == NULL)
+		return -1;
+	if (rd_kafka_conf_set(kc, "group.id", c->consumer_group, err, errlen) != RD_KAFKA_CONF_OK ||
+	    (rk = rd_kafka_new(RD_KAFKA_CONSUMER, kc, err, errlen)) == NULL) {
+		rd_kafka_conf_destroy(kc);
+		return -1;
+	}
+	t = rd_kafka_topic_new(rk, c->kafka_topic, NULL);
+	e = rd_kafka_metadata(rk, 0, t, &md, 5000);
+	if (e != RD_KAFKA_RESP_ERR_NO_ERROR || md->topic_cnt != 1 || md->topics[0].err) {
+		snprintf(err, errlen, "metadata: %s",
+			 rd_kafka_err2str(e ? e : md->topics[0].err));
+		goto out;
+	}
+	parts = rd_kafka_topic_partition_list_new(md->topics[0].partition_cnt);
+	for (int i = 0; i < md->topics[0].partition_cnt; i++)
+		rd_kafka_topic_partition_list_add(parts, c->kafka_topic, md->topics[0].partitions[i].id);
+	e = rd_kafka_committed(rk, parts, 5000);
+	if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
+		snprintf(err, errlen, "committed offsets: %s", rd_kafka_err2str(e));
+		goto out;
+	}
+	for (int i = 0; i < parts->cnt; i++) {
+		int64_t lo, hi;
+		int64_t off = parts->elems[i].offset;
+
+		e = rd_kafka_query_watermark_offsets(rk, c->kafka_topic, parts->elems[i].partition,
+						     &lo, &hi, 5000);
+		if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
+			snprintf(err, errlen, "watermarks: %s", rd_kafka_err2str(e));
+			goto out;
+		}
+		sum += hi - (off >= 0 ? off : lo);
+	}
+	lag = sum;
+out:
+	if (parts != NULL)
+		rd_kafka_topic_partition_list_destroy(parts);
+	if (md != NULL)
+		rd_kafka_metadata_destroy(md);
+	if (t != NULL)
+		rd_kafka_topic_destroy(t);
+	rd_kafka_destroy(rk);
+	return lag;
+}
+
+int ctl_status(struct ctl *ctl)
+{
+	static const char *const relay_cols[] = {
+		"relay_id", "host", "pid", "mode", "passes", "published", "acked", "failed",
+		"marked", "seconds_since_update",
+	};
+	static const char *const cons_cols[] = {
+		"consumer_id", "host", "pid", "received", "applied", "duplicates", "gaps", "poison",
+		"retries", "seconds_since_update",
+	};
+	PGconn *db = ctl_connect(ctl->conf.db_conninfo, "outbox"), *sink = NULL;
+	PGresult *unsent = NULL, *relays = NULL, *cons = NULL;
+	char kerr[512] = "";
+	long long lag;
+	int rc = 1;
+
+	if (db == NULL)
+		return 1;
+	if (strcmp(ctl->conf.db_conninfo, conf_sink_conninfo(&ctl->conf)) == 0)
+		sink = db;
+	else if ((sink = ctl_connect(conf_sink_conninfo(&ctl->conf), "consumer")) == NULL)
+		goto out;
+	if ((unsent = ctl_query(db, SQL_UNSENT, 0, NULL)) == NULL ||
+	    (relays = ctl_query(db, SQL_RELAYS, 0, NULL)) == NULL ||
+	    (cons = ctl_query(sink, SQL_CONSUMERS, 0, NULL)) == NULL)
+		goto out;
+	lag = status_lag(&ctl->conf, kerr, sizeof kerr);
+	if (ctl->json) {
+		json_t *o = json_object();
+		char *s;
+
+		json_object_set_new(o, "unsent", json_integer(atoll(PQgetvalue(unsent, 0, 0))));
+		json_object_set_new(o, "oldest_unsent_seconds", json_real(atof(PQgetvalue(unsent, 0, 1))));
+		json_object_set_new(o, "relays", rows_json(relays, relay_cols));
+		json_object_set_new(o, "consumers", rows_json(cons, cons_cols));
+		json_object_set_new(o, "consumer_lag", lag >= 0 ? json_integer(lag) : json_null());
+		s = json_dumps(o, JSON_COMPACT);
+		printf("%s\n", s);
+		free(s);
+		json_decref(o);
+	} else {
+		printf("outbox: %s unsent, oldest %s s old\n", PQgetvalue(unsent, 0, 0),
+		       PQgetvalue(unsent, 0, 1));
+		printf("relays:\n  %-4s %-16s %-8s %-5s %9s %10s %10s %8s %10s %8s\n", "id", "host", "pid",
+		       "mode", "passes", "published", "acked", "failed", "marked", "updated");
+		for (int r = 0; r < PQntuples(relays); r++)
+			printf("  %-4s %-16s %-8s %-5s %9s %10s %10s %8s %10s %6ss\n",
+			       PQgetvalue(relays, r, 0), PQgetvalue(relays, r, 1), PQgetvalue(relays, r, 2),
+			       PQgetvalue(relays, r, 3), PQgetvalue(relays, r, 4), PQgetvalue(relays, r, 5),
+			       PQgetvalue(relays, r, 6), PQgetvalue(relays, r, 7), PQgetvalue(relays, r, 8),
+			       PQgetvalue(relays, r, 9));
+		printf("consumers:\n  %-4s %-16s %-8s %10s %10s %10s %6s %6s %8s %8s\n", "id", "host",
+		       "pid", "received", "applied", "duplicates", "gaps", "poison", "retries", "updated");
+		for (int r = 0; r < PQntuples(cons); r++)
+			printf("  %-4s %-16s %-8s %10s %10s %10s %6s %6s %8s %6ss\n",
+			       PQgetvalue(cons, r, 0), PQgetvalue(cons, r, 1), PQgetvalue(cons, r, 2),
+			       PQgetvalue(cons, r, 3), PQgetvalue(cons, r, 4), PQgetvalue(cons, r, 5),
+			       PQgetvalue(cons, r, 6), PQgetvalue(cons, r, 7), PQgetvalue(cons, r, 8),
+			       PQgetvalue(cons, r, 9));
+		if (lag >= 0)
+			printf("consumer lag: %lld messages (group %s, topic %s)\n", lag,
+			       ctl->conf.consumer_group, ctl->conf.kafka_topic);
+		else
+			printf("consumer lag: unknown (%s)\n", kerr);
+	}
+	rc = 0;
+out:
+	PQclear(unsent);
+	PQclear(relays);
+	PQclear(cons);
+	if (sink != NULL && sink != db)
+		PQfinish(sink);
+	PQfinish(db);
+	return rc;
+}
+
+/* --since takes a timestamp ("2026-11-23 10:00") or an interval ("10 min"). */
+static const char SQL_AUDIT[] =
+	"SELECT id, detected_at, kind, aggregate_id, expected_seq, got_seq, event_id,"
+	" consumer_id, kafka_partition, kafka_offset, healed_at, detail"
+	" FROM sink.ordering_audit"
+	" WHERE ($1::text IS NULL OR detected_at >= CASE WHEN $1 ~ '^[0-9]{4}-'"
+	"   THEN $1::timestamptz ELSE now() - $1::interval END)"
+	"   AND ($2::text IS NULL OR kind = $2)"
+	" ORDER BY id";
+
+static const char SQL_AUDIT_SUMMARY[] =
+	"SELECT kind, coalesce(consumer_id::text, '-'), count(*),"
+	" count(*) FILTER (WHERE kind = 'gap' AND healed_at IS NULL),"
+	" count(*) FILTER (WHERE kind = 'gap' AND healed_at IS NOT NULL)"
+	" FROM sink.ordering_audit GROUP BY 1, 2 ORDER BY 1, 2";
+
+int ctl_audit(struct ctl *ctl)
+{
+	static const char *const cols[] = {
+		"id", "detected_at", "kind", "aggregate_id", "expected_seq", "got_seq", "event_id",
+		"consumer_id", "kafka_partition", "kafka_offset", "healed_at", "detail",
+	};
+	const char *params[2] = { ctl->since, ctl->kind };
+	PGconn *conn = ctl_connect(conf_sink_conninfo(&ctl->conf), "consumer");
+	PGresult *rows = NULL, *sum = NULL;
+	int rc = 1;
+
+	if (conn == NULL)
+		return 1;
+	if ((rows = ctl_query(conn, SQL_AUDIT, 2, params)) == NULL ||
+	    (sum = ctl_query(conn, SQL_AUDIT_SUMMARY, 0, NULL)) == NULL)
+		goto out;
+	if (ctl->json) {
+		json_t *a = rows_json(rows, cols);
+		size_t i;
+		json_t *o;
+
+		json_array_foreach(a, i, o) {
+			char *s = json_dumps(o, JSON_COMPACT);
+
+			printf("%s\n", s);
+			free(s);
+		}
+		json_decref(a);
+	} else {
+		printf("%-6s %-26s %-10s %-12s %8s %8s %-36s %4s %4s %8s %s\n", "id", "detected_at",
+		       "kind", "order", "expected", "got", "event_id", "cons", "part", "offset",
+		       "healed_at");
+		for (int r = 0; r < PQntuples(rows); r++)
+			printf("%-6s %-26.26s %-10s %-12s %8s %8s %-36s %4s %4s %8s %s\n",
+			       PQgetvalue(rows, r, 0), PQgetvalue(rows, r, 1), PQgetvalue(rows, r, 2),
+			       PQgetvalue(rows, r, 3), PQgetvalue(rows, r, 4), PQgetvalue(rows, r, 5),
+			       PQgetvalue(rows, r, 6), PQgetvalue(rows, r, 7), PQgetvalue(rows, r, 8),
+			       PQgetvalue(rows, r, 9),
+			       PQgetisnull(rows, r, 10) ? (strcmp(PQgetvalue(rows, r, 2), "gap") == 0
+							   ? "OPEN" : "")
+							: PQgetvalue(rows, r, 10));
+		printf("\nsummary (all time): kind, consumer, count, open gaps, healed gaps\n");
+		for (int r = 0; r < PQntuples(sum); r++)
+			printf("  %-10s consumer %-3s %8s %6s open %6s healed\n", PQgetvalue(sum, r, 0),
+			       PQgetvalue(sum, r, 1), PQgetvalue(sum, r, 2), PQgetvalue(sum, r, 3),
+			       PQgetvalue(sum, r, 4));
+	}
+	rc = 0;
+out:
+	PQclear(rows);
+	PQclear(sum);
+	PQfinish(conn);
+	return rc;
+}

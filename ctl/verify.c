@@ -1,0 +1,132 @@
+/* outboxctl verify: judge the pipeline from the database alone.
+ *
+ * committed: every (order, seq) with seq <= orders.version, i.e. every event
+ *   the business side committed, whichever mode wrote it;
+ * applied: distinct (order, seq) with a side_effects row;
+ * lost: committed events with no side_effects row;
+ * double_applied: (order, seq) with more than one side_effects row;
+ * out_of_order: side_effects rows whose seq differs from their position in
+ *   that order's application order (1, 2, 3 ...);
+ * open_gaps / healed_gaps / duplicates_delivered: from sink.ordering_audit.
+ * It needs the outbox and the sink in the same database. */
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ctl.h"
+#include "util.h"
+
+static const char SQL_VERIFY[] =
+	"WITH committed AS ("
+	"  SELECT o.id::text AS aggregate_id, s.seq"
+	"  FROM public.orders o CROSS JOIN LATERAL generate_series(1, o.version) AS s(seq)"
+	"), applied AS ("
+	"  SELECT aggregate_id, aggregate_seq, count(*) AS n"
+	"  FROM sink.side_effects GROUP BY aggregate_id, aggregate_seq"
+	"), ord AS ("
+	"  SELECT aggregate_seq,"
+	"         row_number() OVER (PARTITION BY aggregate_id ORDER BY id) AS pos"
+	"  FROM sink.side_effects"
+	") SELECT"
+	" (SELECT count(*) FROM committed),"
+	" (SELECT count(*) FROM applied),"
+	" (SELECT count(*) FROM committed c LEFT JOIN applied a"
+	"   ON a.aggregate_id = c.aggregate_id AND a.aggregate_seq = c.seq WHERE a.n IS NULL),"
+	" (SELECT count(*) FROM applied WHERE n > 1),"
+	" (SELECT count(*) FROM ord WHERE aggregate_seq <> pos),"
+	" (SELECT count(*) FROM sink.ordering_audit WHERE kind = 'gap' AND healed_at IS NULL),"
+	" (SELECT count(*) FROM sink.ordering_audit WHERE kind = 'gap' AND healed_at IS NOT NULL),"
+	" (SELECT count(*) FROM sink.ordering_audit WHERE kind = 'duplicate'),"
+	" (SELECT count(*) FROM public.outbox),"
+	" (SELECT count(*) FROM public.outbox WHERE sent_at IS NULL)";
+
+enum { V_COMMITTED, V_APPLIED, V_LOST, V_DOUBLE, V_OOO, V_OPEN, V_HEALED, V_DUPS,
+       V_OUTBOX, V_UNSENT, V_N };
+
+static const char *const v_names[V_N] = {
+	"committed", "applied", "lost", "double_applied", "out_of_order", "open_gaps",
+	"healed_gaps", "duplicates_delivered", "outbox_rows", "unsent",
+};
+
+static bool verify_measure(PGconn *conn, long long v[V_N])
+{
+	PGresult *res = ctl_query(conn, SQL_VERIFY, 0, NULL);
+
+	if (res == NULL)
+		return false;
+	for (int i = 0; i < V_N; i++)
+		v[i] = atoll(PQgetvalue(res, 0, i));
+	PQclear(res);
+	return true;
+}
+
+int ctl_verify(struct ctl *ctl)
+{
+	long long v[V_N], prev_applied = -1, prev_open = -1;
+	int64_t deadline = util_mono_ms() + ctl->wait_s * 1000, settled_since = 0;
+	bool drained = false, ok;
+	PGconn *conn;
+
+	if (strcmp(ctl->conf.db_conninfo, conf_sink_conninfo(&ctl->conf)) != 0) {
+		fprintf(stderr, "outboxctl: verify needs the outbox and schema sink in one database "
+				"([consumer] conninfo differs from [database] conninfo)\n");
+		return 2;
+	}
+	conn = ctl_connect(ctl->conf.db_conninfo, "outbox");
+	if (conn == NULL)
+		return 1;
+	/* Wait until everything is applied, or until nothing is left to send
+	 * and the consumer side stopped moving for 5 s (what is missing then
+	 * is lost), or until --wait runs out. */
+	for (;;) {
+		int64_t now;
+
+		if (!verify_measure(conn, v)) {
+			PQfinish(conn);
+			return 1;
+		}
+		now = util_mono_ms();
+		if (v[V_UNSENT] == 0 && v[V_LOST] == 0 && v[V_OPEN] == 0) {
+			drained = true;
+			break;
+		}
+		if (v[V_UNSENT] == 0 && v[V_APPLIED] == prev_applied && v[V_OPEN] == prev_open) {
+			if (settled_since == 0)
+				settled_since = now;
+			if (now - settled_since >= 5000) {
+				drained = true;
+				break;
+			}
+		} else {
+			settled_since = 0;
+		}
+		prev_applied = v[V_APPLIED];
+		prev_open = v[V_OPEN];
+		if (now >= deadline)
+			break;
+		util_sleep_ms(500, NULL);
+	}
+	PQfinish(conn);
+	ok = v[V_LOST] == 0 && v[V_DOUBLE] == 0 && v[V_OOO] == 0 && v[V_OPEN] == 0;
+	if (ctl->json) {
+		json_t *o = json_object();
+		char *s;
+
+		for (int i = 0; i < V_N; i++)
+			json_object_set_new(o, v_names[i], json_integer(v[i]));
+		json_object_set_new(o, "drained", json_boolean(drained));
+		json_object_set_new(o, "ok", json_boolean(ok));
+		s = json_dumps(o, JSON_COMPACT);
+		printf("%s\n", s);
+		free(s);
+		json_decref(o);
+	} else {
+		for (int i = 0; i < V_N; i++)
+			printf("%-22s %lld\n", v_names[i], v[i]);
+		printf("%-22s %s\n", "drained", drained ? "yes" : "no (--wait ran out)");
+		printf("%s\n", ok ? "OK: nothing lost, nothing applied twice, in order, no open gap"
+			       : "FAILED: see the counts above and `outboxctl audit`");
+	}
+	return ok ? 0 : 1;
+}
