@@ -140,6 +140,7 @@ struct conf_parse {
 	char *err;
 	size_t errlen;
 	bool failed;
+	int fail_line;    /* line of our first complaint */
 	int line;         /* line the reader handed to inih last */
 	FILE *f;
 	char seen[NKEYS];
@@ -160,6 +161,7 @@ static int conf_fail(struct conf_parse *p, int line, const char *msg)
 {
 	snprintf(p->err, p->errlen, "%s:%d: %s", p->path, line, msg);
 	p->failed = true;
+	p->fail_line = line;
 	return 0;
 }
 
@@ -271,7 +273,9 @@ bool conf_load(struct conf *c, const char *path, char *err, size_t errlen)
 		p.f = f;
 		rc = ini_parse_stream(conf_reader, &p, conf_line_cb, &p);
 		fclose(f);
-		if (p.failed)
+		/* Report whichever problem comes first in the file: inih goes on
+		 * past a syntax error, so a later line may have failed too. */
+		if (p.failed && (rc <= 0 || p.fail_line <= rc))
 			return false;
 		if (rc != 0) {
 			/* inih reports lines it could not parse (no '=', no ']'). */

@@ -1,0 +1,86 @@
+# tests/lib.sh: TAP helpers and local-service set-up for integration tests.
+# Source it from a tests/t/1NN_*.t bash script.
+set -u
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT" || exit 1
+BIN="$ROOT/bin"
+T_NUM=0
+T_FAILED=0
+
+ok() {    # ok COND_EXIT_STATUS DESCRIPTION  (use: ok $? "desc" or cmd; ok $? ...)
+	T_NUM=$((T_NUM + 1))
+	if [ "$1" -eq 0 ]; then echo "ok $T_NUM - $2"
+	else echo "not ok $T_NUM - $2"; T_FAILED=$((T_FAILED + 1))
+		echo "#   Failed test at ${BASH_SOURCE[1]}:${BASH_LINENO[0]}"; fi
+}
+is() {    # is GOT EXPECTED DESCRIPTION
+	T_NUM=$((T_NUM + 1))
+	if [ "$1" = "$2" ]; then echo "ok $T_NUM - $3"
+	else echo "not ok $T_NUM - $3"; T_FAILED=$((T_FAILED + 1))
+		echo "#   Failed test at ${BASH_SOURCE[1]}:${BASH_LINENO[0]}"
+		echo "#          got: '$1'"; echo "#     expected: '$2'"; fi
+}
+cmp_ok() { # cmp_ok GOT OP EXPECTED DESCRIPTION   (OP: -lt -le -gt -ge -eq -ne)
+	T_NUM=$((T_NUM + 1))
+	if [ "$1" "$2" "$3" ]; then echo "ok $T_NUM - $4"
+	else echo "not ok $T_NUM - $4"; T_FAILED=$((T_FAILED + 1))
+		echo "#   Failed test at ${BASH_SOURCE[1]}:${BASH_LINENO[0]}"
+		echo "#     '$1' $2 '$3' is false"; fi
+}
+diag() { echo "# $*"; }
+done_testing() { echo "1..$T_NUM"; [ "$T_FAILED" -eq 0 ]; exit $?; }
+bail() { echo "Bail out! $*"; exit 255; }
+
+# Start (or reuse) the local PostgreSQL and Kafka and load .run/env.
+# Under CI a service that will not start is a failure, never a skip.
+services_up() {
+	bash "$ROOT/scripts/services" up >"$ROOT/.run-services.log" 2>&1 ||
+		{ cat "$ROOT/.run-services.log" | sed 's/^/# /'; bail "scripts/services up failed"; }
+	rm -f "$ROOT/.run-services.log"
+	# shellcheck disable=SC1091
+	. "$ROOT/.run/env"
+	"$BIN/outboxctl" migrate >/dev/null || bail "outboxctl migrate failed"
+}
+
+# psql returning bare values.
+q() { psql -X -q -t -A -v ON_ERROR_STOP=1 -c "$1"; }
+
+# Empty every table of both sides, so a test starts from nothing.
+reset_db() {
+	q "TRUNCATE public.orders, public.outbox, public.outboxd_relays,
+	   sink.inbox, sink.side_effects, sink.order_projection, sink.ordering_audit,
+	   sink.consumers RESTART IDENTITY" >/dev/null
+}
+
+# A topic and consumer group of this test's own, so tests never see each
+# other's events: sets OUTBOX_TOPIC and OUTBOX_GROUP.
+fresh_topic() {
+	local tag; tag="$(basename "$0" .t | tr -c 'a-zA-Z0-9\n' '-')-$$-$RANDOM"
+	export OUTBOX_TOPIC="t.$tag"
+	export OUTBOX_GROUP="g.$tag"
+}
+
+# A config file for this test: prints its path. Extra lines (section
+# headers included) come from stdin.
+test_conf() {
+	local f; f=$(mktemp "${TMPDIR:-/tmp}/outboxd-test.XXXXXX.conf")
+	cat >"$f"
+	echo "$f"
+}
+
+# wait_for SECONDS COMMAND...: retry COMMAND every 0.2 s until it succeeds.
+wait_for() {
+	local deadline=$((SECONDS + $1)); shift
+	until "$@"; do
+		[ $SECONDS -ge $deadline ] && return 1
+		sleep 0.2
+	done
+}
+
+# Count distinct event ids and all messages on a topic, reading it to its end
+# with kcat: prints "messages distinct".
+topic_counts() {
+	kcat -b "$OUTBOX_KAFKA" -C -t "$1" -e -q -f '%h\n' 2>/dev/null |
+		tr ',' '\n' | sed -n 's/^event_id=//p' | sort | uniq -c |
+		awk '{m += $1; d++} END {print m + 0, d + 0}'
+}
