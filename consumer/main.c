@@ -1,8 +1,392 @@
+/* outbox-consumer: one consumer worker.
+ *
+ * Reads the event topic in a consumer group and applies each event in one
+ * sink transaction (see apply.c). A message's offset is stored only after
+ * its transaction committed (or after it was audited as a duplicate, gap or
+ * poison message), and stored offsets are committed every
+ * [consumer] commit_interval_ms, on revoke and at shutdown. A crash at any
+ * point therefore re-delivers, never skips. */
+#include <getopt.h>
+#include <inttypes.h>
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+
+#include "apply.h"
+#include "audit.h"
+#include "conf.h"
+#include "crash.h"
+#include "db.h"
+#include "kafka.h"
+#include "log.h"
+#include "util.h"
+
+#define POLL_MS 200
+#define REPORT_MS 1000
+
+static struct conf cfg;
+static volatile sig_atomic_t stop;
+static volatile sig_atomic_t hup;
+static struct apply_counters counters;
+static bool offsets_dirty; /* stored offsets not yet committed */
+
+static void on_signal(int sig)
+{
+	if (sig == SIGHUP)
+		hup = 1;
+	else
+		stop = 1;
+}
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: outbox-consumer [-c FILE] [--id I]\n"
+		"\n"
+		"One consumer worker: reads [kafka] topic in consumer group [consumer] group_id\n"
+		"(static member \"consumer-I\") and applies every event exactly once, in\n"
+		"aggregate_seq order, to schema sink ([consumer] conninfo, default the\n"
+		"[database] one). Gaps, duplicates and poison messages go to\n"
+		"sink.ordering_audit and to the JSON-lines file [supervisor] audit_file.\n"
+		"  -c, --config FILE  configuration (default $OUTBOX_CONF or conf/outboxd.conf)\n"
+		"  --id I             worker id, 0..1023 (default 0)\n"
+		"  -h, --help         this text\n"
+		"Stops after the current message on SIGTERM/SIGINT (exit 0). Exit 1: runtime\n"
+		"failure; 2: usage or configuration error.\n"
+		"Crash injection: OUTBOX_CRASH=consumer.after_apply:P,consumer.after_commit:P\n");
+}
+
+/* Commit the stored offsets: async during the run, sync on revoke and at
+ * shutdown. Nothing stored since the last commit: nothing to do. */
+static void commit_offsets(rd_kafka_t *rk, bool sync)
+{
+	rd_kafka_resp_err_t e;
+
+	if (!offsets_dirty)
+		return;
+	e = rd_kafka_commit(rk, NULL, sync ? 0 : 1);
+	if (e == RD_KAFKA_RESP_ERR_NO_ERROR || e == RD_KAFKA_RESP_ERR__NO_OFFSET)
+		offsets_dirty = false;
+	else
+		log_warn("offset commit failed: %s", rd_kafka_err2str(e));
+}
+
+static void offset_commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+			     rd_kafka_topic_partition_list_t *offsets, void *opaque)
+{
+	(void)rk;
+	(void)offsets;
+	(void)opaque;
+	if (err != RD_KAFKA_RESP_ERR_NO_ERROR && err != RD_KAFKA_RESP_ERR__NO_OFFSET)
+		log_warn("offset commit failed: %s (committed again later)", rd_kafka_err2str(err));
+}
+
+/* On revoke, commit what has been processed before the partitions go, so
+ * the next owner starts right after it; eager and cooperative both. */
+static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+			 rd_kafka_topic_partition_list_t *parts, void *opaque)
+{
+	bool cooperative = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
+	rd_kafka_error_t *kerr = NULL;
+	rd_kafka_resp_err_t e = RD_KAFKA_RESP_ERR_NO_ERROR;
+
+	(void)opaque;
+	if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+		log_info("assigned %d partition(s)", parts->cnt);
+		if (cooperative)
+			kerr = rd_kafka_incremental_assign(rk, parts);
+		else
+			e = rd_kafka_assign(rk, parts);
+	} else {
+		log_info("revoked %d partition(s)%s", parts->cnt,
+			 rd_kafka_assignment_lost(rk) ? " (lost)" : "");
+		if (!rd_kafka_assignment_lost(rk)) {
+			offsets_dirty = true; /* whatever is stored, commit it now */
+			commit_offsets(rk, true);
+		}
+		if (cooperative)
+			kerr = rd_kafka_incremental_unassign(rk, parts);
+		else
+			e = rd_kafka_assign(rk, NULL);
+	}
+	if (kerr != NULL) {
+		log_error("rebalance: %s", rd_kafka_error_string(kerr));
+		rd_kafka_error_destroy(kerr);
+	} else if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
+		log_error("rebalance: %s", rd_kafka_err2str(e));
+	}
+}
+
+/* Our own consumer (not kafka_consumer_new) because the rebalance and
+ * commit callbacks must be set before rd_kafka_new. Same settings. */
+static rd_kafka_t *consumer_new(const char *instance_id, char *err, size_t errlen)
+{
+	static const char *const props[][2] = {
+		{ "enable.auto.commit", "false" },
+		{ "enable.auto.offset.store", "false" },
+		{ "auto.offset.reset", "earliest" },
+		{ "enable.partition.eof", "false" },
+	};
+	rd_kafka_conf_t *kc = kafka_conf_new(&cfg, err, errlen);
+	rd_kafka_topic_partition_list_t *topics;
+	rd_kafka_resp_err_t e;
+	rd_kafka_t *rk;
+
+	if (kc == NULL)
+		return NULL;
+	if (rd_kafka_conf_set(kc, "group.id", cfg.consumer_group, err, errlen) != RD_KAFKA_CONF_OK ||
+	    rd_kafka_conf_set(kc, "group.instance.id", instance_id, err, errlen) !=
+		    RD_KAFKA_CONF_OK)
+		goto fail;
+	for (size_t i = 0; i < sizeof props / sizeof props[0]; i++)
+		if (rd_kafka_conf_set(kc, props[i][0], props[i][1], err, errlen) != RD_KAFKA_CONF_OK)
+			goto fail;
+	rd_kafka_conf_set_rebalance_cb(kc, rebalance_cb);
+	rd_kafka_conf_set_offset_commit_cb(kc, offset_commit_cb);
+	rk = rd_kafka_new(RD_KAFKA_CONSUMER, kc, err, errlen);
+	if (rk == NULL)
+		goto fail;
+	rd_kafka_poll_set_consumer(rk);
+	topics = rd_kafka_topic_partition_list_new(1);
+	rd_kafka_topic_partition_list_add(topics, cfg.kafka_topic, RD_KAFKA_PARTITION_UA);
+	e = rd_kafka_subscribe(rk, topics);
+	rd_kafka_topic_partition_list_destroy(topics);
+	if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
+		snprintf(err, errlen, "subscribe %s: %s", cfg.kafka_topic, rd_kafka_err2str(e));
+		rd_kafka_destroy(rk);
+		return NULL;
+	}
+	return rk;
+fail:
+	rd_kafka_conf_destroy(kc);
+	return NULL;
+}
+
+/* Store offset + 1 of a processed message (committed later). */
+static void store_offset(rd_kafka_t *rk, const rd_kafka_message_t *rkm)
+{
+	rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+	rd_kafka_resp_err_t e;
+
+	rd_kafka_topic_partition_list_add(l, rd_kafka_topic_name(rkm->rkt), rkm->partition)
+		->offset = rkm->offset + 1;
+	e = rd_kafka_offsets_store(rk, l);
+	if (e == RD_KAFKA_RESP_ERR_NO_ERROR && l->elems[0].err == RD_KAFKA_RESP_ERR_NO_ERROR)
+		offsets_dirty = true;
+	else /* partition revoked meanwhile: the new owner re-delivers, dedupe drops it */
+		log_debug("offset store [%" PRId32 "] %" PRId64 ": %s", rkm->partition,
+			  rkm->offset + 1,
+			  rd_kafka_err2str(e != RD_KAFKA_RESP_ERR_NO_ERROR ? e : l->elems[0].err));
+	rd_kafka_topic_partition_list_destroy(l);
+}
+
+enum handled { HANDLED, STOPPED, FAILED };
+
+/* Process one message to a final outcome, retrying transient database
+ * errors with backoff (never skipping the message). STOPPED: a stop came
+ * during the retries and nothing was recorded; FAILED: a permanent error. */
+static enum handled handle(struct apply *ap, const rd_kafka_message_t *rkm)
+{
+	struct apply_msg m;
+	char why[256], err[1024];
+	bool good = apply_parse(rkm, &m, why, sizeof why);
+	long backoff = 0;
+	int64_t t0 = util_mono_ms();
+	int attempts = 0;
+	enum apply_result r;
+
+	counters.received++;
+	for (;;) {
+		if (apply_lost(ap) && !apply_connect(ap, &stop))
+			return STOPPED;
+		r = good ? apply_event(ap, &m, err, sizeof err)
+			 : apply_poison(ap, &m, why, err, sizeof err);
+		if (r != APPLY_RETRY)
+			break;
+		attempts++;
+		counters.retries++;
+		if (attempts == 1 || attempts % 10 == 0)
+			log_warn("[%" PRId32 "] offset %" PRId64 ": transient database error, retry %d "
+				 "(%.1f s so far): %s", m.partition, m.offset, attempts,
+				 (double)(util_mono_ms() - t0) / 1000.0, err);
+		if (stop)
+			return STOPPED;
+		util_sleep_ms(util_backoff_next(&backoff, 50, 5000), &stop);
+	}
+	if (attempts > 0)
+		log_info("[%" PRId32 "] offset %" PRId64 ": done after %d retries", m.partition,
+			 m.offset, attempts);
+	switch (r) {
+	case APPLY_APPLIED: counters.applied++; break;
+	case APPLY_DUPLICATE:
+		counters.duplicates++;
+		log_debug("duplicate: order %s seq %" PRId64 " event %s", m.aggregate_id, m.seq,
+			  m.event_id);
+		break;
+	case APPLY_GAP:
+		counters.gaps++;
+		log_info("gap: order %s got seq %" PRId64 " ([%" PRId32 "] offset %" PRId64 ")",
+			 m.aggregate_id, m.seq, m.partition, m.offset);
+		break;
+	case APPLY_POISON:
+		counters.poison++;
+		log_warn("poison message [%" PRId32 "] offset %" PRId64 ": %s", m.partition,
+			 m.offset, good ? "refused by the database" : why);
+		break;
+	case APPLY_RETRY:
+	case APPLY_FAILED:
+		log_error("[%" PRId32 "] offset %" PRId64 ": %s", m.partition, m.offset, err);
+		return FAILED;
+	}
+	return HANDLED;
+}
+
+static void report(struct apply *ap, int64_t started_us)
+{
+	char err[512];
+
+	if (!apply_lost(ap) && !apply_report(ap, &counters, started_us, err, sizeof err))
+		log_debug("counters not recorded: %s", err);
+}
+
 int main(int argc, char **argv)
 {
-	if (argc > 1 && strcmp(argv[1], "--help") == 0) { printf("usage: consumer\n"); return 0; }
-	fprintf(stderr, "consumer: not yet available\n");
-	return 1;
+	static const struct option longopts[] = {
+		{ "config", required_argument, NULL, 'c' },
+		{ "id", required_argument, NULL, 'i' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *conf_path = NULL;
+	char err[1024], instance[32];
+	long id = 0;
+	int c, rc = 1;
+	rd_kafka_t *rk = NULL;
+	struct audit *au = NULL;
+	struct apply *ap = NULL;
+	int64_t started_us = util_now_us(), last_report, last_commit, t_first = 0;
+
+	while ((c = getopt_long(argc, argv, "c:h", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'c': conf_path = optarg; break;
+		case 'i':
+			if (!util_parse_int(optarg, 0, 1023, &id)) {
+				fprintf(stderr, "outbox-consumer: bad value \"%s\" for --id\n", optarg);
+				return 2;
+			}
+			break;
+		case 'h': usage(stdout); return 0;
+		default: usage(stderr); return 2;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "outbox-consumer: unexpected argument \"%s\"\n", argv[optind]);
+		return 2;
+	}
+	log_setup("consumer", (int)id);
+	if (!conf_load(&cfg, conf_path, err, sizeof err)) {
+		fprintf(stderr, "%s\n", err);
+		return 2;
+	}
+	if (!crash_setup(err, sizeof err)) {
+		fprintf(stderr, "outbox-consumer: %s\n", err);
+		return 2;
+	}
+	util_on_signals(on_signal);
+	au = audit_open(cfg.sup_audit_file, err, sizeof err);
+	if (au == NULL) {
+		fprintf(stderr, "outbox-consumer: %s\n", err);
+		return 2;
+	}
+	ap = apply_new(conf_sink_conninfo(&cfg), (int)id, au);
+	if (ap == NULL) {
+		log_error("out of memory");
+		goto out;
+	}
+	snprintf(instance, sizeof instance, "consumer-%ld", id);
+	rk = consumer_new(instance, err, sizeof err);
+	if (rk == NULL) {
+		fprintf(stderr, "outbox-consumer: %s\n", err);
+		rc = 2;
+		goto out;
+	}
+	if (!apply_connect(ap, &stop)) {
+		rc = 0; /* stopped before the database came up */
+		goto out;
+	}
+	log_info("consuming %s as %s in group %s", cfg.kafka_topic, instance, cfg.consumer_group);
+	last_report = last_commit = util_mono_ms();
+	rc = 0;
+	while (!stop) {
+		rd_kafka_message_t *rkm;
+		int64_t now = util_mono_ms();
+
+		if (hup) {
+			hup = 0;
+			log_info("SIGHUP: the consumer has nothing to reload; restart it for new settings");
+		}
+		if (now - last_commit >= cfg.consumer_commit_interval_ms) {
+			commit_offsets(rk, false);
+			last_commit = now;
+		}
+		if (now - last_report >= REPORT_MS) {
+			report(ap, started_us);
+			last_report = now;
+		}
+		rkm = rd_kafka_consumer_poll(rk, POLL_MS);
+		if (rkm == NULL)
+			continue;
+		if (rkm->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+			if (rkm->err == RD_KAFKA_RESP_ERR__FATAL) {
+				char fe[512];
+
+				rd_kafka_fatal_error(rk, fe, sizeof fe);
+				log_error("kafka fatal error: %s", fe);
+				rd_kafka_message_destroy(rkm);
+				rc = 1;
+				break;
+			}
+			log_warn("consume: %s", rd_kafka_message_errstr(rkm));
+			rd_kafka_message_destroy(rkm);
+			continue;
+		}
+		if (t_first == 0)
+			t_first = util_mono_ms();
+		switch (handle(ap, rkm)) {
+		case HANDLED:
+			store_offset(rk, rkm);
+			if (cfg.consumer_commit_interval_ms == 0)
+				commit_offsets(rk, false);
+			break;
+		case STOPPED:
+			log_info("stopping during retries; [%" PRId32 "] offset %" PRId64
+				 " will be delivered again", rkm->partition, rkm->offset);
+			break;
+		case FAILED:
+			rc = 1;
+			stop = 1;
+			break;
+		}
+		rd_kafka_message_destroy(rkm);
+	}
+	log_info("stopping: received %" PRId64 " applied %" PRId64 " duplicates %" PRId64
+		 " gaps %" PRId64 " poison %" PRId64 " retries %" PRId64 " (%.0f events/s)",
+		 counters.received, counters.applied, counters.duplicates, counters.gaps,
+		 counters.poison, counters.retries,
+		 t_first ? (double)counters.received * 1000.0 /
+				   (double)(util_mono_ms() - t_first + 1) : 0.0);
+	commit_offsets(rk, true);
+	report(ap, started_us);
+out:
+	if (rk != NULL) {
+		rd_kafka_resp_err_t e = rd_kafka_consumer_close(rk);
+
+		if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
+			log_warn("consumer close: %s", rd_kafka_err2str(e));
+		rd_kafka_destroy(rk);
+	}
+	apply_free(ap);
+	audit_close(au);
+	return rc;
 }

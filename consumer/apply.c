@@ -1,0 +1,576 @@
+/* apply: one Kafka message, one sink transaction.
+ *
+ * The inbox row, the side effect and the projection's new high-water mark
+ * commit together or not at all, and the caller stores the Kafka offset
+ * only after that commit. So a crash anywhere re-delivers the message, and
+ * the redelivery finds its inbox row (or a last_seq at or past its seq) and
+ * is dropped: every event is applied exactly once, in aggregate_seq order. */
+#include "apply.h"
+
+#include <inttypes.h>
+#include <jansson.h>
+#include <limits.h>
+#include <libpq-fe.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "crash.h"
+#include "db.h"
+#include "log.h"
+#include "util.h"
+
+#define TS_UTC(col) \
+	"to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+
+/* Dedupe: a second delivery of the same event id inserts nothing. */
+static const char SQL_INBOX[] =
+	"INSERT INTO sink.inbox (event_id) VALUES ($1::uuid) ON CONFLICT DO NOTHING";
+
+/* The order's high-water mark, locked until commit, so two consumers that
+ * briefly share a partition during a rebalance still apply in seq order. */
+static const char SQL_LOCK[] =
+	"SELECT last_seq FROM sink.order_projection WHERE order_id = $1 FOR UPDATE";
+
+static const char SQL_PROJ_NEW[] =
+	"INSERT INTO sink.order_projection (order_id) VALUES ($1) ON CONFLICT DO NOTHING";
+
+/* The apply itself, only for seq = last_seq + 1 under the lock above: the
+ * side effect, the new high-water mark, and the healing of every open gap
+ * this event closes (a gap "expected E, got G" is closed once G - 1 is
+ * applied). Returns the healed gap rows for the audit file. */
+static const char SQL_APPLY[] =
+	"WITH e AS (INSERT INTO sink.side_effects (event_id, aggregate_id, aggregate_seq, "
+	"    event_type, consumer_id, kafka_partition, kafka_offset) "
+	"  VALUES ($1::uuid, $2, $3::bigint, $4, $5::int, $6::int, $7::bigint)), "
+	"p AS (UPDATE sink.order_projection SET last_seq = $3::bigint, "
+	"    events_applied = events_applied + 1, status = COALESCE($8, status), "
+	"    total_cents = COALESCE($9::bigint, total_cents), updated_at = now() "
+	"  WHERE order_id = $2) "
+	"UPDATE sink.ordering_audit SET healed_at = clock_timestamp() "
+	"WHERE kind = 'gap' AND healed_at IS NULL AND aggregate_id = $2 "
+	"  AND got_seq <= $3::bigint + 1 "
+	"RETURNING expected_seq, got_seq, " TS_UTC("healed_at");
+
+/* An audit row (duplicate, poison). expected_seq NULL means "one past the
+ * order's current high-water mark". */
+static const char SQL_AUDIT[] =
+	"INSERT INTO sink.ordering_audit (kind, aggregate_id, expected_seq, got_seq, event_id, "
+	"  consumer_id, kafka_partition, kafka_offset, detail) "
+	"VALUES ($1, $2, COALESCE($3::bigint, (SELECT last_seq + 1 FROM sink.order_projection "
+	"    WHERE order_id = $2)), $4::bigint, $5::uuid, $6::int, $7::int, $8::bigint, $9) "
+	"RETURNING " TS_UTC("detected_at") ", expected_seq";
+
+/* A gap row, once per open gap: the relay re-publishes the missing events
+ * and everything after them, so the same gap is seen again until healed. */
+static const char SQL_GAP[] =
+	"INSERT INTO sink.ordering_audit (kind, aggregate_id, expected_seq, got_seq, event_id, "
+	"  consumer_id, kafka_partition, kafka_offset) "
+	"SELECT 'gap', $1, $2::bigint, $3::bigint, $4::uuid, $5::int, $6::int, $7::bigint "
+	"WHERE NOT EXISTS (SELECT 1 FROM sink.ordering_audit WHERE kind = 'gap' "
+	"  AND healed_at IS NULL AND aggregate_id = $1 AND got_seq = $3::bigint) "
+	"RETURNING " TS_UTC("detected_at");
+
+/* This consumer's counters since it started (outboxctl status). */
+static const char SQL_REPORT[] =
+	"INSERT INTO sink.consumers (consumer_id, host, pid, started_at, updated_at, received, "
+	"  applied, duplicates, gaps, poison, retries) "
+	"VALUES ($1::int, $2, $3::int, to_timestamp($4::float8 / 1e6), now(), $5::bigint, "
+	"  $6::bigint, $7::bigint, $8::bigint, $9::bigint, $10::bigint) "
+	"ON CONFLICT (host, consumer_id) DO UPDATE SET pid = EXCLUDED.pid, "
+	"  started_at = EXCLUDED.started_at, updated_at = EXCLUDED.updated_at, "
+	"  received = EXCLUDED.received, applied = EXCLUDED.applied, "
+	"  duplicates = EXCLUDED.duplicates, gaps = EXCLUDED.gaps, poison = EXCLUDED.poison, "
+	"  retries = EXCLUDED.retries";
+
+static const struct {
+	const char *name;
+	const char *sql;
+} statements[] = {
+	{ "c_inbox", SQL_INBOX },   { "c_lock", SQL_LOCK }, { "c_proj_new", SQL_PROJ_NEW },
+	{ "c_apply", SQL_APPLY },   { "c_audit", SQL_AUDIT }, { "c_gap", SQL_GAP },
+	{ "c_report", SQL_REPORT },
+};
+
+struct apply {
+	PGconn *conn;
+	char *conninfo;
+	int consumer_id;
+	char consumer_id_s[16];
+	struct audit *audit;
+	char host[256];
+};
+
+/* ---------------------------------------------------------------- parsing */
+
+static bool copy_header(rd_kafka_headers_t *hdrs, const char *name, char *out, size_t outlen)
+{
+	const void *val = NULL;
+	size_t size = 0;
+
+	out[0] = '\0';
+	if (hdrs == NULL ||
+	    rd_kafka_header_get_last(hdrs, name, &val, &size) != RD_KAFKA_RESP_ERR_NO_ERROR ||
+	    val == NULL || size == 0 || size >= outlen || memchr(val, '\0', size) != NULL)
+		return false;
+	memcpy(out, val, size);
+	out[size] = '\0';
+	return true;
+}
+
+/* A canonical UUID: 8-4-4-4-12 hex digits. */
+static bool is_uuid(const char *s)
+{
+	for (int i = 0; i < 36; i++) {
+		char c = s[i];
+
+		if (i == 8 || i == 13 || i == 18 || i == 23) {
+			if (c != '-')
+				return false;
+		} else if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') ||
+			     (c >= 'A' && c <= 'F'))) {
+			return false;
+		}
+	}
+	return s[36] == '\0';
+}
+
+bool apply_parse(const rd_kafka_message_t *rkm, struct apply_msg *m, char *why, size_t whylen)
+{
+	rd_kafka_headers_t *hdrs = NULL;
+	char seq[32];
+	long long v;
+	char *end;
+	json_t *root;
+
+	memset(m, 0, sizeof *m);
+	m->partition = rkm->partition;
+	m->offset = rkm->offset;
+	if (rd_kafka_message_headers(rkm, &hdrs) != RD_KAFKA_RESP_ERR_NO_ERROR)
+		hdrs = NULL;
+	copy_header(hdrs, "event_type", m->event_type, sizeof m->event_type);
+	copy_header(hdrs, "aggregate_type", m->aggregate_type, sizeof m->aggregate_type);
+	if (rkm->key == NULL || rkm->key_len == 0) {
+		snprintf(why, whylen, "no key (aggregate_id)");
+		return false;
+	}
+	if (rkm->key_len >= sizeof m->aggregate_id || memchr(rkm->key, '\0', rkm->key_len)) {
+		snprintf(why, whylen, "unusable key (%zu bytes)", rkm->key_len);
+		return false;
+	}
+	memcpy(m->aggregate_id, rkm->key, rkm->key_len);
+	m->aggregate_id[rkm->key_len] = '\0';
+	if (!copy_header(hdrs, "event_id", m->event_id, sizeof m->event_id) ||
+	    !is_uuid(m->event_id)) {
+		m->event_id[0] = '\0';
+		snprintf(why, whylen, "missing or malformed event_id header");
+		return false;
+	}
+	if (!copy_header(hdrs, "aggregate_seq", seq, sizeof seq)) {
+		snprintf(why, whylen, "missing aggregate_seq header");
+		return false;
+	}
+	v = strtoll(seq, &end, 10);
+	if (*end != '\0' || end == seq || v < 1 || v == LLONG_MAX) {
+		snprintf(why, whylen, "malformed aggregate_seq header");
+		return false;
+	}
+	m->seq = (int64_t)v;
+	/* The payload only feeds the projection's status and total; a payload
+	 * that is not a JSON object still applies (the headers are the event). */
+	root = rkm->payload != NULL ? json_loadb(rkm->payload, rkm->len, 0, NULL) : NULL;
+	if (json_is_object(root)) {
+		json_t *st = json_object_get(root, "status");
+		json_t *tot = json_object_get(root, "total_cents");
+
+		if (json_is_string(st) && strlen(json_string_value(st)) < sizeof m->status)
+			snprintf(m->status, sizeof m->status, "%s", json_string_value(st));
+		if (json_is_integer(tot)) {
+			m->has_total = true;
+			m->total_cents = (int64_t)json_integer_value(tot);
+		}
+	}
+	json_decref(root);
+	return true;
+}
+
+/* --------------------------------------------------------------- database */
+
+struct apply *apply_new(const char *conninfo, int consumer_id, struct audit *audit)
+{
+	struct apply *a = calloc(1, sizeof *a);
+
+	if (a == NULL)
+		return NULL;
+	a->conninfo = strdup(conninfo);
+	if (a->conninfo == NULL) {
+		free(a);
+		return NULL;
+	}
+	a->consumer_id = consumer_id;
+	snprintf(a->consumer_id_s, sizeof a->consumer_id_s, "%d", consumer_id);
+	a->audit = audit;
+	if (gethostname(a->host, sizeof a->host) != 0)
+		snprintf(a->host, sizeof a->host, "localhost");
+	a->host[sizeof a->host - 1] = '\0';
+	return a;
+}
+
+void apply_free(struct apply *a)
+{
+	if (a == NULL)
+		return;
+	PQfinish(a->conn);
+	free(a->conninfo);
+	free(a);
+}
+
+bool apply_lost(const struct apply *a)
+{
+	return a->conn == NULL || db_lost(a->conn);
+}
+
+/* Errors worth retrying the same message for: the connection, serialization
+ * and deadlock failures, shutdowns and resource shortages. */
+static bool transient(PGconn *conn, const char *state)
+{
+	if (db_lost(conn) || state[0] == '\0')
+		return true;
+	return strncmp(state, "08", 2) == 0 || strncmp(state, "40", 2) == 0 ||
+	       strncmp(state, "53", 2) == 0 || strncmp(state, "57P", 3) == 0 ||
+	       strncmp(state, "58", 2) == 0 || strcmp(state, "55P03") == 0;
+}
+
+static bool prepare_all(struct apply *a, char *err, size_t errlen, const char **state)
+{
+	char sql[64];
+
+	snprintf(sql, sizeof sql, "SET application_name = 'outbox-consumer-%d'", a->consumer_id);
+	*state = "";
+	if (!db_exec(a->conn, sql, err, errlen))
+		return false;
+	for (size_t i = 0; i < sizeof statements / sizeof statements[0]; i++) {
+		PGresult *res = PQprepare(a->conn, statements[i].name, statements[i].sql, 0, NULL);
+		bool ok = PQresultStatus(res) == PGRES_COMMAND_OK;
+
+		if (!ok) {
+			static char st[6];
+
+			db_error(a->conn, res, err, errlen);
+			snprintf(st, sizeof st, "%s", db_sqlstate(res));
+			*state = st;
+		}
+		PQclear(res);
+		if (!ok)
+			return false;
+	}
+	return true;
+}
+
+bool apply_connect(struct apply *a, volatile sig_atomic_t *stop)
+{
+	long backoff = 0;
+
+	for (;;) {
+		char err[512];
+		const char *state;
+
+		PQfinish(a->conn);
+		a->conn = db_connect_retry(a->conninfo, "sink database", stop);
+		if (a->conn == NULL)
+			return false;
+		if (prepare_all(a, err, sizeof err, &state))
+			return true;
+		/* A sink schema that is not there yet (migrate still running) or a
+		 * lost connection: keep trying; the caller's stop ends it. */
+		log_warn("sink database: preparing statements failed (SQLSTATE %s): %s",
+			 state[0] ? state : "none", err);
+		util_sleep_ms(util_backoff_next(&backoff, 200, 5000), stop);
+		if (*stop)
+			return false;
+	}
+}
+
+/* Run a prepared statement; NULL (result cleared, message in err, SQLSTATE
+ * copied to state) unless it returned want. */
+static PGresult *run(struct apply *a, const char *name, int n, const char *const *params,
+		     ExecStatusType want, char state[6], char *err, size_t errlen)
+{
+	PGresult *res = PQexecPrepared(a->conn, name, n, params, NULL, NULL, 0);
+
+	if (PQresultStatus(res) == want)
+		return res;
+	db_error(a->conn, res, err, errlen);
+	snprintf(state, 6, "%s", db_sqlstate(res));
+	PQclear(res);
+	return NULL;
+}
+
+static void rollback(struct apply *a)
+{
+	if (!db_lost(a->conn)) {
+		PGresult *res = PQexec(a->conn, "ROLLBACK");
+
+		PQclear(res);
+	}
+}
+
+static void write_audit(struct apply *a, const struct audit_line *l)
+{
+	char err[256];
+
+	if (!audit_write(a->audit, l, err, sizeof err))
+		log_warn("audit file: %s", err);
+}
+
+/* Insert one audit row of kind kind outside any transaction and write its
+ * JSON line. expected < 0: computed from the projection. */
+static enum apply_result audit_row(struct apply *a, const struct apply_msg *m, const char *kind,
+				   int64_t expected, const char *detail, bool with_fields,
+				   char *err, size_t errlen)
+{
+	char exp_s[24], got_s[24], part_s[16], off_s[24], state[6] = "";
+	const char *params[9];
+	PGresult *res;
+	struct audit_line l;
+	bool has_agg = with_fields && m->aggregate_id[0] != '\0';
+	bool has_eid = with_fields && m->event_id[0] != '\0';
+
+	snprintf(exp_s, sizeof exp_s, "%" PRId64, expected);
+	snprintf(got_s, sizeof got_s, "%" PRId64, m->seq);
+	snprintf(part_s, sizeof part_s, "%" PRId32, m->partition);
+	snprintf(off_s, sizeof off_s, "%" PRId64, m->offset);
+	params[0] = kind;
+	params[1] = has_agg ? m->aggregate_id : NULL;
+	params[2] = expected >= 0 ? exp_s : NULL;
+	params[3] = m->seq > 0 ? got_s : NULL;
+	params[4] = has_eid ? m->event_id : NULL;
+	params[5] = a->consumer_id_s;
+	params[6] = part_s;
+	params[7] = off_s;
+	params[8] = detail;
+	res = run(a, "c_audit", 9, params, PGRES_TUPLES_OK, state, err, errlen);
+	if (res == NULL) {
+		if (transient(a->conn, state))
+			return APPLY_RETRY;
+		/* A field the database refuses as text (bad UTF-8, say): record the
+		 * message by its position alone. */
+		if (strncmp(state, "22", 2) == 0 && with_fields)
+			return audit_row(a, m, kind, expected, detail, false, err, errlen);
+		return APPLY_FAILED;
+	}
+	memset(&l, 0, sizeof l);
+	l.detected_at = PQgetvalue(res, 0, 0);
+	l.kind = kind;
+	l.aggregate_id = params[1];
+	l.expected_seq = PQgetisnull(res, 0, 1) ? -1 : strtoll(PQgetvalue(res, 0, 1), NULL, 10);
+	l.got_seq = m->seq > 0 ? m->seq : -1;
+	l.event_id = params[4];
+	l.consumer_id = a->consumer_id;
+	l.kafka_partition = m->partition;
+	l.kafka_offset = m->offset;
+	l.detail = detail;
+	write_audit(a, &l);
+	PQclear(res);
+	return strcmp(kind, "poison") == 0 ? APPLY_POISON : APPLY_DUPLICATE;
+}
+
+enum apply_result apply_poison(struct apply *a, const struct apply_msg *m, const char *detail,
+			       char *err, size_t errlen)
+{
+	if (apply_lost(a)) {
+		snprintf(err, errlen, "not connected");
+		return APPLY_RETRY;
+	}
+	return audit_row(a, m, "poison", -1, detail, true, err, errlen);
+}
+
+static enum apply_result gap_row(struct apply *a, const struct apply_msg *m, int64_t expected,
+				 char *err, size_t errlen)
+{
+	char exp_s[24], got_s[24], part_s[16], off_s[24], state[6] = "";
+	const char *params[7] = { m->aggregate_id, exp_s, got_s, m->event_id, a->consumer_id_s,
+				  part_s, off_s };
+	PGresult *res;
+
+	snprintf(exp_s, sizeof exp_s, "%" PRId64, expected);
+	snprintf(got_s, sizeof got_s, "%" PRId64, m->seq);
+	snprintf(part_s, sizeof part_s, "%" PRId32, m->partition);
+	snprintf(off_s, sizeof off_s, "%" PRId64, m->offset);
+	res = run(a, "c_gap", 7, params, PGRES_TUPLES_OK, state, err, errlen);
+	if (res == NULL)
+		return transient(a->conn, state) ? APPLY_RETRY : APPLY_FAILED;
+	if (PQntuples(res) == 1) {
+		struct audit_line l = {
+			.detected_at = PQgetvalue(res, 0, 0), .kind = "gap",
+			.aggregate_id = m->aggregate_id, .expected_seq = expected, .got_seq = m->seq,
+			.event_id = m->event_id, .consumer_id = a->consumer_id,
+			.kafka_partition = m->partition, .kafka_offset = m->offset,
+		};
+
+		write_audit(a, &l);
+	}
+	PQclear(res);
+	return APPLY_GAP;
+}
+
+enum apply_result apply_event(struct apply *a, const struct apply_msg *m, char *err, size_t errlen)
+{
+	char seq_s[24], part_s[16], off_s[24], total_s[24], state[6] = "";
+	const char *p_eid[1] = { m->event_id };
+	const char *p_agg[1] = { m->aggregate_id };
+	PGresult *res = NULL, *healed = NULL;
+	enum apply_result r = APPLY_FAILED;
+	int64_t last;
+
+	if (apply_lost(a)) {
+		snprintf(err, errlen, "not connected");
+		return APPLY_RETRY;
+	}
+	snprintf(seq_s, sizeof seq_s, "%" PRId64, m->seq);
+	snprintf(part_s, sizeof part_s, "%" PRId32, m->partition);
+	snprintf(off_s, sizeof off_s, "%" PRId64, m->offset);
+	snprintf(total_s, sizeof total_s, "%" PRId64, m->total_cents);
+
+	res = PQexec(a->conn, "BEGIN");
+	if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+		db_error(a->conn, res, err, errlen);
+		snprintf(state, sizeof state, "%s", db_sqlstate(res));
+		goto fail;
+	}
+	PQclear(res);
+
+	res = run(a, "c_inbox", 1, p_eid, PGRES_COMMAND_OK, state, err, errlen);
+	if (res == NULL)
+		goto fail;
+	if (strcmp(PQcmdTuples(res), "0") == 0) {
+		PQclear(res);
+		res = NULL;
+		rollback(a);
+		return audit_row(a, m, "duplicate", -1, "event_id already in inbox", true,
+				 err, errlen);
+	}
+	PQclear(res);
+
+	res = run(a, "c_lock", 1, p_agg, PGRES_TUPLES_OK, state, err, errlen);
+	if (res == NULL)
+		goto fail;
+	if (PQntuples(res) == 0) {
+		PQclear(res);
+		res = run(a, "c_proj_new", 1, p_agg, PGRES_COMMAND_OK, state, err, errlen);
+		if (res == NULL)
+			goto fail;
+		PQclear(res);
+		res = run(a, "c_lock", 1, p_agg, PGRES_TUPLES_OK, state, err, errlen);
+		if (res == NULL)
+			goto fail;
+		if (PQntuples(res) != 1) {
+			snprintf(err, errlen, "projection row of %s vanished", m->aggregate_id);
+			goto fail;
+		}
+	}
+	last = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+	PQclear(res);
+	res = NULL;
+
+	if (m->seq <= last) {
+		rollback(a);
+		return audit_row(a, m, "duplicate", last + 1, "stale aggregate_seq", true,
+				 err, errlen);
+	}
+	if (m->seq > last + 1) {
+		/* Not applied and not in the inbox: it applies when it comes again. */
+		rollback(a);
+		return gap_row(a, m, last + 1, err, errlen);
+	}
+
+	{
+		const char *params[9] = {
+			m->event_id, m->aggregate_id, seq_s, m->event_type, a->consumer_id_s,
+			part_s, off_s, m->status[0] ? m->status : NULL,
+			m->has_total ? total_s : NULL,
+		};
+
+		healed = run(a, "c_apply", 9, params, PGRES_TUPLES_OK, state, err, errlen);
+		if (healed == NULL)
+			goto fail;
+	}
+	crash_point("consumer.after_apply");
+	res = PQexec(a->conn, "COMMIT");
+	if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+		/* Outcome unknown if the connection died: the retry finds the inbox
+		 * row if it did commit. */
+		db_error(a->conn, res, err, errlen);
+		snprintf(state, sizeof state, "%s", db_sqlstate(res));
+		goto fail;
+	}
+	PQclear(res);
+	res = NULL;
+	crash_point("consumer.after_commit");
+	for (int i = 0; i < PQntuples(healed); i++) {
+		struct audit_line l = {
+			.detected_at = PQgetvalue(healed, i, 2), .kind = "gap_healed",
+			.aggregate_id = m->aggregate_id,
+			.expected_seq = strtoll(PQgetvalue(healed, i, 0), NULL, 10),
+			.got_seq = strtoll(PQgetvalue(healed, i, 1), NULL, 10),
+			.event_id = m->event_id, .consumer_id = a->consumer_id,
+			.kafka_partition = m->partition, .kafka_offset = m->offset,
+		};
+
+		write_audit(a, &l);
+		log_info("gap healed: order %s expected %" PRId64 " got %" PRId64
+			 " (closed by seq %" PRId64 ")", m->aggregate_id, l.expected_seq,
+			 l.got_seq, m->seq);
+	}
+	PQclear(healed);
+	return APPLY_APPLIED;
+
+fail:
+	PQclear(res);
+	PQclear(healed);
+	rollback(a);
+	if (transient(a->conn, state))
+		return APPLY_RETRY;
+	if (strncmp(state, "22", 2) == 0) {
+		/* The message's own data was refused (bad UTF-8, say). */
+		char detail[512];
+
+		snprintf(detail, sizeof detail, "refused by the database (SQLSTATE %s): %s",
+			 state, err);
+		r = audit_row(a, m, "poison", -1, detail, true, err, errlen);
+	}
+	return r;
+}
+
+bool apply_report(struct apply *a, const struct apply_counters *c, int64_t started_us,
+		  char *err, size_t errlen)
+{
+	char pid_s[16], st_s[24], n[6][24], state[6];
+	const char *params[10];
+	PGresult *res;
+
+	if (apply_lost(a)) {
+		snprintf(err, errlen, "not connected");
+		return false;
+	}
+	snprintf(pid_s, sizeof pid_s, "%d", (int)getpid());
+	snprintf(st_s, sizeof st_s, "%" PRId64, started_us);
+	snprintf(n[0], sizeof n[0], "%" PRId64, c->received);
+	snprintf(n[1], sizeof n[1], "%" PRId64, c->applied);
+	snprintf(n[2], sizeof n[2], "%" PRId64, c->duplicates);
+	snprintf(n[3], sizeof n[3], "%" PRId64, c->gaps);
+	snprintf(n[4], sizeof n[4], "%" PRId64, c->poison);
+	snprintf(n[5], sizeof n[5], "%" PRId64, c->retries);
+	params[0] = a->consumer_id_s;
+	params[1] = a->host;
+	params[2] = pid_s;
+	params[3] = st_s;
+	for (int i = 0; i < 6; i++)
+		params[4 + i] = n[i];
+	res = run(a, "c_report", 10, params, PGRES_COMMAND_OK, state, err, errlen);
+	if (res == NULL)
+		return false;
+	PQclear(res);
+	return true;
+}

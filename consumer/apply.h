@@ -1,0 +1,82 @@
+#ifndef OUTBOXD_CONSUMER_APPLY_H
+#define OUTBOXD_CONSUMER_APPLY_H
+
+#include <librdkafka/rdkafka.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "audit.h"
+
+/* One event as the consumer needs it, parsed from a Kafka message.
+ * Everything is copied out of the message (it may be destroyed). */
+struct apply_msg {
+	char event_id[37];         /* canonical UUID text */
+	char event_type[128];      /* "" when the header is absent */
+	char aggregate_type[64];
+	char aggregate_id[256];    /* the message key */
+	int64_t seq;               /* aggregate_seq, >= 1 */
+	char status[64];           /* payload's "status", "" when absent */
+	bool has_total;
+	int64_t total_cents;       /* payload's "total_cents" when has_total */
+	int32_t partition;
+	int64_t offset;
+};
+
+/* Outcome of one message. */
+enum apply_result {
+	APPLY_APPLIED,     /* side effect committed */
+	APPLY_DUPLICATE,   /* seen before (inbox) or stale seq: nothing applied */
+	APPLY_GAP,         /* seq beyond last_seq + 1: nothing applied, gap audited */
+	APPLY_POISON,      /* unusable message: audited, nothing applied */
+	APPLY_RETRY,       /* transient database error: retry the same message */
+	APPLY_FAILED,      /* permanent database error (not the message's fault) */
+};
+
+struct apply_counters {
+	int64_t received, applied, duplicates, gaps, poison, retries;
+};
+
+struct apply;
+
+/* Parse a consumed message into m. False when it lacks what an event needs
+ * (key, event_id, aggregate_seq) with the reason in why: the caller records
+ * it as poison. partition and offset are filled in either case; so are the
+ * fields that could be read. */
+bool apply_parse(const rd_kafka_message_t *rkm, struct apply_msg *m, char *why, size_t whylen)
+	__attribute__((warn_unused_result));
+
+/* A database session of consumer consumer_id on the sink side. Does not
+ * connect yet (apply_connect does). audit may be NULL. The caller owns it. */
+struct apply *apply_new(const char *conninfo, int consumer_id, struct audit *audit)
+	__attribute__((warn_unused_result));
+
+/* (Re)connect with backoff and prepare the statements. False only when
+ * *stop became non-zero first. */
+bool apply_connect(struct apply *a, volatile sig_atomic_t *stop)
+	__attribute__((warn_unused_result));
+
+/* Process one event in one transaction: inbox, projection lock, then apply,
+ * drop as duplicate, or audit a gap. APPLY_RETRY means nothing happened that
+ * matters (retry after backoff; the session reconnects itself on the next
+ * call if the connection went away). err says why on RETRY/FAILED. */
+enum apply_result apply_event(struct apply *a, const struct apply_msg *m, char *err, size_t errlen)
+	__attribute__((warn_unused_result));
+
+/* Record a message that apply_parse rejected (or that the database refused
+ * as data) as kind 'poison' with detail. APPLY_POISON, APPLY_RETRY or
+ * APPLY_FAILED. */
+enum apply_result apply_poison(struct apply *a, const struct apply_msg *m, const char *detail,
+			       char *err, size_t errlen) __attribute__((warn_unused_result));
+
+/* Upsert this consumer's row of sink.consumers. False with a message. */
+bool apply_report(struct apply *a, const struct apply_counters *c, int64_t started_us,
+		  char *err, size_t errlen) __attribute__((warn_unused_result));
+
+/* True when the session has no usable connection. */
+bool apply_lost(const struct apply *a);
+
+void apply_free(struct apply *a);
+
+#endif
