@@ -1,0 +1,839 @@
+/* The polling relay.
+ *
+ * One pass is one database transaction:
+ *
+ *   BEGIN; claim; re-check; publish; wait for every delivery report;
+ *   mark the acknowledged per-aggregate prefix; COMMIT.
+ *
+ * Publish first, mark second, in the same transaction that holds the row
+ * locks: a crash anywhere before COMMIT leaves every row unsent, so the
+ * next pass publishes it again (at-least-once, never lost). sent_at is set
+ * only for a row whose own delivery report said "persisted".
+ *
+ * Why the batches of several relays are disjoint: the claim takes row locks
+ * with FOR UPDATE SKIP LOCKED, so a row claimed by one open pass is skipped,
+ * not waited for, by every other.
+ *
+ * Why an aggregate's events cannot be reordered across relays:
+ *
+ *  1. The claim only returns rows whose aggregate's transaction-scoped
+ *     advisory lock this pass holds: pg_try_advisory_xact_lock() is in the
+ *     claim's WHERE clause, so there is no window between "claimed" and
+ *     "locked". The lock is held until COMMIT/ROLLBACK, i.e. until every
+ *     delivery report is in and the marks are durable. So at most one relay
+ *     at a time has an aggregate's events in flight.
+ *
+ *  2. A relay that gets the lock right after another relay committed may
+ *     still work with a claim snapshot taken before that commit, and so
+ *     "see" rows as unsent that were just marked sent. FOR UPDATE re-checks
+ *     a row that a committed transaction updated (EvalPlanQual): the
+ *     newest version is re-tested against WHERE sent_at IS NULL and dropped.
+ *     A row is therefore never claimed after its sent_at committed.
+ *
+ *  3. Under the lock we re-check with a fresh statement (a new snapshot in
+ *     READ COMMITTED, so every committed mark is visible): the lowest unsent
+ *     seq of each aggregate. From each aggregate we publish only the rows of
+ *     the batch that form a contiguous run starting at that seq. Rows after
+ *     a hole (an earlier event locked by someone else, or cut off by LIMIT)
+ *     stay unsent for a later pass. Since seq n+1 is inserted only after
+ *     seq n committed (the order row's lock), any claim that sees n+1 also
+ *     sees n, and the run we publish always starts at the oldest unsent
+ *     event. Nobody else can publish that aggregate until we commit (1).
+ *
+ *  4. Marking stops at the first failed report of an aggregate: if seq 2
+ *     failed and seq 3 was acknowledged, neither is marked, so both go out
+ *     again, in order, in a later pass.
+ *
+ * Within a pass, rows are produced in id order (= seq order per aggregate)
+ * with key = aggregate_id, by an idempotent producer that keeps
+ * per-partition order across its retries.
+ */
+#include "poll.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "crash.h"
+#include "db.h"
+#include "kafka.h"
+#include "log.h"
+#include "publish.h"
+#include "util.h"
+
+/* First key of every relay advisory lock (the second is the aggregate id's
+ * hashtext). A constant, so every relay agrees; "obxd" in ASCII. */
+#define RELAY_LOCK_NS 1868724324
+#define RELAY_STR_(x) #x
+#define RELAY_STR(x) RELAY_STR_(x)
+
+#define RELAY_WAIT_SLICE_MS 200   /* every wait is bounded by this */
+#define RELAY_COUNTERS_MS 1000    /* outboxd_relays refresh period */
+#define RELAY_SUMMARY_MS 10000    /* info summary period */
+#define RELAY_BACKOFF_BASE_MS 100
+#define RELAY_REPORT_MARGIN_MS 5000
+
+/* Claim (READ COMMITTED). Upholds disjointness (SKIP LOCKED) and the
+ * one-relay-per-aggregate rule (the advisory lock is taken IN the WHERE
+ * clause, so every returned row's aggregate is locked by this transaction
+ * until it ends). The lock function runs as a filter of the ordered scan of
+ * the partial index outbox_unsent, so it touches only unsent rows, in id
+ * order, and only as many as the LIMIT pulls (see relay_db_open for how the
+ * plan is pinned to that scan). */
+static const char SQL_CLAIM[] =
+	"SELECT id, event_id::text, aggregate_type, aggregate_id, aggregate_seq, "
+	"       event_type, payload::text "
+	"  FROM public.outbox "
+	" WHERE sent_at IS NULL "
+	"   AND pg_try_advisory_xact_lock(" RELAY_STR(RELAY_LOCK_NS) ", hashtext(aggregate_id)) "
+	" ORDER BY id "
+	" LIMIT $1 "
+	"   FOR UPDATE SKIP LOCKED";
+
+/* Re-check under the lock, fresh snapshot: the oldest unsent seq of each
+ * claimed aggregate. Upholds "publish only a contiguous run from the oldest
+ * unsent event" (point 3 above). */
+static const char SQL_RECHECK[] =
+	"SELECT aggregate_id, min(aggregate_seq) "
+	"  FROM public.outbox "
+	" WHERE sent_at IS NULL AND aggregate_id = ANY($1::text[]) "
+	" GROUP BY 1";
+
+/* Mark sent: only rows whose own report said persisted, and only an
+ * aggregate's acknowledged prefix (upholds "sent_at stays NULL until the
+ * broker acknowledged the event" and point 4 above). */
+static const char SQL_MARK_SENT[] =
+	"UPDATE public.outbox SET sent_at = now() WHERE id = ANY($1::bigint[])";
+
+/* Record a failed or unmarked attempt; the row stays unsent. */
+static const char SQL_MARK_FAILED[] =
+	"UPDATE public.outbox o SET attempts = o.attempts + 1, last_error = u.err "
+	"  FROM unnest($1::bigint[], $2::text[]) AS u(id, err) "
+	" WHERE o.id = u.id";
+
+/* This relay's counters for outboxctl status, about once a second. */
+static const char SQL_COUNTERS[] =
+	"INSERT INTO public.outboxd_relays AS r (relay_id, host, pid, mode, started_at, "
+	"    updated_at, passes, published, acked, failed, marked) "
+	"VALUES ($1::int, $2, $3::int, 'poll', to_timestamp($4::double precision / 1000000), "
+	"    now(), $5::bigint, $6::bigint, $7::bigint, $8::bigint, $9::bigint) "
+	"ON CONFLICT (host, relay_id) DO UPDATE SET pid = EXCLUDED.pid, mode = EXCLUDED.mode, "
+	"    started_at = EXCLUDED.started_at, updated_at = EXCLUDED.updated_at, "
+	"    passes = EXCLUDED.passes, published = EXCLUDED.published, acked = EXCLUDED.acked, "
+	"    failed = EXCLUDED.failed, marked = EXCLUDED.marked";
+
+static const struct {
+	const char *name;
+	const char *sql;
+	int nparams;
+} relay_statements[] = {
+	{ "relay_claim", SQL_CLAIM, 1 },
+	{ "relay_recheck", SQL_RECHECK, 1 },
+	{ "relay_mark_sent", SQL_MARK_SENT, 1 },
+	{ "relay_mark_failed", SQL_MARK_FAILED, 2 },
+	{ "relay_counters", SQL_COUNTERS, 9 },
+};
+
+/* Growable string for array literals. */
+struct sbuf {
+	char *s;
+	size_t len, cap;
+	bool oom;
+};
+
+/* Every counter of this relay, in one place (outboxd_relays columns). */
+struct relay_counters {
+	int64_t passes;     /* passes that committed */
+	int64_t published;  /* rows handed to librdkafka */
+	int64_t acked;      /* successful delivery reports */
+	int64_t failed;     /* failed reports and enqueue errors */
+	int64_t marked;     /* rows marked sent (committed or not) */
+};
+
+/* One aggregate of the batch and its oldest unsent seq (from the re-check). */
+struct agg_min {
+	const char *aggregate_id;
+	int64_t min_seq;
+};
+
+enum pass_result {
+	PASS_IDLE,      /* nothing claimed */
+	PASS_OK,        /* work done, batch not full */
+	PASS_FULL,      /* batch_size rows claimed: go again at once */
+	PASS_RETRY,     /* something failed (broker, timeouts, SQL): back off */
+	PASS_DB_LOST,   /* the connection is gone: reconnect */
+	PASS_PRODUCER,  /* fatal producer error or lost reports: re-create it */
+};
+
+struct relay {
+	const struct conf *cfg;
+	int id;
+	volatile sig_atomic_t *stop;
+	char host[256];
+	int64_t started_us;
+	PGconn *conn;
+	struct publisher pub;
+	struct publish_row *rows;   /* batch_size slots, live as long as the relay */
+	int *order;                 /* row indexes sorted by (aggregate_id, seq) */
+	struct agg_min *mins;
+	int cap;
+	int64_t pass_no;
+	int log_fd;
+	struct relay_counters ctr;
+	int64_t counters_ms;        /* last outboxd_relays refresh */
+	int64_t summary_ms;
+	int64_t summary_published;
+	bool notified;
+	struct sbuf a1, a2, a3;     /* scratch for array literals */
+};
+
+static void sb_reset(struct sbuf *b)
+{
+	b->len = 0;
+	b->oom = false;
+	if (b->s != NULL)
+		b->s[0] = '\0';
+}
+
+static void sb_put(struct sbuf *b, const char *s, size_t n)
+{
+	if (b->oom)
+		return;
+	if (b->len + n + 1 > b->cap) {
+		size_t cap = b->cap ? b->cap : 1024;
+		char *ns;
+
+		while (b->len + n + 1 > cap)
+			cap *= 2;
+		ns = realloc(b->s, cap);
+		if (ns == NULL) {
+			b->oom = true;
+			return;
+		}
+		b->s = ns;
+		b->cap = cap;
+	}
+	memcpy(b->s + b->len, s, n);
+	b->len += n;
+	b->s[b->len] = '\0';
+}
+
+static void sb_puts(struct sbuf *b, const char *s)
+{
+	sb_put(b, s, strlen(s));
+}
+
+/* Append one element to a PostgreSQL array literal (the caller writes the
+ * braces; b->len > 1 means an element came before), double-quoted with
+ * backslash escapes, so any text (commas, braces, quotes) survives. */
+static void sb_array_elem(struct sbuf *b, const char *s)
+{
+	sb_put(b, b->len > 1 ? ",\"" : "\"", b->len > 1 ? 2 : 1);
+	for (const char *p = s; *p != '\0'; p++) {
+		if (*p == '"' || *p == '\\')
+			sb_put(b, "\\", 1);
+		sb_put(b, p, 1);
+	}
+	sb_put(b, "\"", 1);
+}
+
+static void sb_array_int(struct sbuf *b, int64_t v)
+{
+	char num[32];
+	int n = snprintf(num, sizeof num, "%s%" PRId64, b->len > 1 ? "," : "", v);
+
+	sb_put(b, num, (size_t)n);
+}
+
+/* Connect (retrying until it works or we are stopped), pin the claim's
+ * plan, prepare every statement and LISTEN. Returns false when stopped or
+ * when set-up failed (logged; the connection is closed). */
+static bool relay_db_open(struct relay *r)
+{
+	char err[1024], appname[64];
+	const char *params[1];
+	PGresult *res;
+
+	r->conn = db_connect_retry(r->cfg->db_conninfo, "relay", r->stop);
+	if (r->conn == NULL)
+		return false;
+	snprintf(appname, sizeof appname, "outbox-relay[%d]", r->id);
+	params[0] = appname;
+	res = PQexecParams(r->conn, "SELECT set_config('application_name', $1, false)", 1, NULL,
+			   params, NULL, NULL, 0);
+	PQclear(res);
+	/* The claim's advisory-lock filter must run on the ordered scan of
+	 * outbox_unsent below the LIMIT: a sequential scan plus sort would
+	 * evaluate it for EVERY unsent row (locking every aggregate of the
+	 * backlog, exhausting the lock table and starving the other relays).
+	 * These settings only steer this session's planner, whose only
+	 * statements are the ones below. */
+	if (!db_exec(r->conn, "SET enable_seqscan = off", err, sizeof err) ||
+	    !db_exec(r->conn, "SET enable_bitmapscan = off", err, sizeof err) ||
+	    !db_exec(r->conn, "SET enable_sort = off", err, sizeof err))
+		goto fail;
+	for (size_t i = 0; i < sizeof relay_statements / sizeof relay_statements[0]; i++) {
+		res = PQprepare(r->conn, relay_statements[i].name, relay_statements[i].sql,
+				relay_statements[i].nparams, NULL);
+		if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+			db_error(r->conn, res, err, sizeof err);
+			PQclear(res);
+			goto fail;
+		}
+		PQclear(res);
+	}
+	if (r->cfg->relay_notify && !db_exec(r->conn, "LISTEN outboxd_outbox", err, sizeof err))
+		goto fail;
+	r->notified = true; /* anything may have happened while we were away */
+	return true;
+fail:
+	log_warn("database set-up failed: %s", err);
+	PQfinish(r->conn);
+	r->conn = NULL;
+	return false;
+}
+
+/* Drain pending notifications; true when at least one arrived. Returns
+ * false in *alive when the connection broke. */
+static bool relay_take_notifies(struct relay *r, bool consume, bool *alive)
+{
+	PGnotify *nt;
+	bool any = false;
+
+	*alive = true;
+	if (consume && PQconsumeInput(r->conn) == 0) {
+		*alive = false;
+		return false;
+	}
+	while ((nt = PQnotifies(r->conn)) != NULL) {
+		any = true;
+		PQfreemem(nt);
+	}
+	return any;
+}
+
+/* Upsert the counters row. Failures are logged at debug and ignored: the
+ * counters are for humans, the next second tries again. */
+static void relay_counters_flush(struct relay *r)
+{
+	char v[9][32];
+	const char *params[9];
+	PGresult *res;
+
+	if (r->conn == NULL || PQtransactionStatus(r->conn) != PQTRANS_IDLE)
+		return;
+	snprintf(v[0], sizeof v[0], "%d", r->id);
+	snprintf(v[1], sizeof v[1], "%d", (int)getpid());
+	snprintf(v[2], sizeof v[2], "%" PRId64, r->started_us);
+	snprintf(v[3], sizeof v[3], "%" PRId64, r->ctr.passes);
+	snprintf(v[4], sizeof v[4], "%" PRId64, r->ctr.published);
+	snprintf(v[5], sizeof v[5], "%" PRId64, r->ctr.acked);
+	snprintf(v[6], sizeof v[6], "%" PRId64, r->ctr.failed);
+	snprintf(v[7], sizeof v[7], "%" PRId64, r->ctr.marked);
+	params[0] = v[0];
+	params[1] = r->host;
+	params[2] = v[1];
+	params[3] = v[2];
+	for (int i = 4; i < 9; i++)
+		params[i] = v[i - 1];
+	res = PQexecPrepared(r->conn, "relay_counters", 9, params, NULL, NULL, 0);
+	if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+		char err[512];
+
+		db_error(r->conn, res, err, sizeof err);
+		log_debug("counters not saved: %s", err);
+	}
+	PQclear(res);
+	r->counters_ms = util_mono_ms();
+}
+
+static const struct publish_row *sort_rows;
+
+/* (aggregate_id, seq) order for the row index array. */
+static int relay_cmp_rows(const void *a, const void *b)
+{
+	const struct publish_row *x = &sort_rows[*(const int *)a];
+	const struct publish_row *y = &sort_rows[*(const int *)b];
+	int c = strcmp(x->aggregate_id, y->aggregate_id);
+
+	if (c != 0)
+		return c;
+	return (x->seq > y->seq) - (x->seq < y->seq);
+}
+
+static int relay_cmp_mins(const void *a, const void *b)
+{
+	return strcmp(((const struct agg_min *)a)->aggregate_id,
+		      ((const struct agg_min *)b)->aggregate_id);
+}
+
+/* Decide which claimed rows to publish: for each aggregate the run of
+ * consecutive seqs starting at its oldest unsent seq (from the re-check).
+ * Sets row->group and row->publish; returns the number of groups. */
+static int relay_choose(struct relay *r, int n, const struct agg_min *mins, int nmins)
+{
+	int groups = 0;
+
+	for (int k = 0; k < n;) {
+		const struct publish_row *first = &r->rows[r->order[k]];
+		struct agg_min key = { first->aggregate_id, 0 };
+		const struct agg_min *m = bsearch(&key, mins, (size_t)nmins, sizeof *mins,
+						  relay_cmp_mins);
+		int64_t expect = m != NULL ? m->min_seq : -1;
+		bool run = m != NULL;
+		int g = groups++;
+
+		while (k < n && strcmp(r->rows[r->order[k]].aggregate_id, first->aggregate_id) == 0) {
+			struct publish_row *row = &r->rows[r->order[k]];
+
+			row->group = g;
+			if (run && row->seq == expect) {
+				row->publish = true;
+				expect++;
+			} else {
+				run = false;
+			}
+			k++;
+		}
+	}
+	return groups;
+}
+
+/* Roll back the pass's transaction (if the connection still works). */
+static void relay_rollback(struct relay *r)
+{
+	PGresult *res;
+
+	if (db_lost(r->conn))
+		return;
+	res = PQexec(r->conn, "ROLLBACK");
+	PQclear(res);
+}
+
+/* One pass. Returns what happened (enum pass_result); never leaves a
+ * transaction open. */
+static enum pass_result relay_pass(struct relay *r)
+{
+	const struct conf *c = r->cfg;
+	PGresult *claim = NULL, *res = NULL;
+	char err[1024] = "", pass_id[64], limit[16], first_err[256] = "";
+	const char *params[2];
+	int n = 0, nmins = 0, enq = 0, acked = 0, failed = 0, marked = 0, unmarked = 0;
+	int64_t claimed_us, t0 = util_mono_ms();
+	enum pass_result out = PASS_RETRY;
+
+	r->pass_no++;
+	snprintf(pass_id, sizeof pass_id, "%d.%d.%" PRId64, r->id, (int)getpid(), r->pass_no);
+	if (!db_exec(r->conn, "BEGIN", err, sizeof err))
+		goto db_fail;
+	snprintf(limit, sizeof limit, "%d", c->relay_batch_size);
+	params[0] = limit;
+	claim = PQexecPrepared(r->conn, "relay_claim", 1, params, NULL, NULL, 0);
+	claimed_us = util_now_us();
+	if (PQresultStatus(claim) != PGRES_TUPLES_OK) {
+		db_error(r->conn, claim, err, sizeof err);
+		goto db_fail;
+	}
+	n = PQntuples(claim);
+	if (n == 0) {
+		if (!db_exec(r->conn, "COMMIT", err, sizeof err))
+			goto db_fail;
+		out = PASS_IDLE;
+		goto out;
+	}
+
+	/* The batch, in id order. */
+	sb_reset(&r->a1);
+	sb_puts(&r->a1, "{");
+	for (int i = 0; i < n; i++) {
+		struct publish_row *row = &r->rows[i];
+
+		memset(row, 0, sizeof *row);
+		row->id = strtoll(PQgetvalue(claim, i, 0), NULL, 10);
+		row->event_id = PQgetvalue(claim, i, 1);
+		row->aggregate_type = PQgetvalue(claim, i, 2);
+		row->aggregate_id = PQgetvalue(claim, i, 3);
+		row->seq = strtoll(PQgetvalue(claim, i, 4), NULL, 10);
+		row->event_type = PQgetvalue(claim, i, 5);
+		row->payload = PQgetvalue(claim, i, 6);
+		row->payload_len = (size_t)PQgetlength(claim, i, 6);
+		row->partition = -1;
+		row->offset = -1;
+		r->order[i] = i;
+	}
+	sort_rows = r->rows;
+	qsort(r->order, (size_t)n, sizeof *r->order, relay_cmp_rows);
+	for (int k = 0; k < n; k++)
+		if (k == 0 || strcmp(r->rows[r->order[k]].aggregate_id,
+				     r->rows[r->order[k - 1]].aggregate_id) != 0)
+			sb_array_elem(&r->a1, r->rows[r->order[k]].aggregate_id);
+	sb_puts(&r->a1, "}");
+	if (r->a1.oom) {
+		snprintf(err, sizeof err, "out of memory");
+		goto db_fail;
+	}
+
+	/* Re-check under the lock with a fresh snapshot (see the top). */
+	params[0] = r->a1.s;
+	res = PQexecPrepared(r->conn, "relay_recheck", 1, params, NULL, NULL, 0);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		db_error(r->conn, res, err, sizeof err);
+		goto db_fail;
+	}
+	nmins = PQntuples(res);
+	if (nmins > r->cap)
+		nmins = r->cap; /* cannot happen: at most one per claimed aggregate */
+	for (int i = 0; i < nmins; i++) {
+		r->mins[i].aggregate_id = PQgetvalue(res, i, 0);
+		r->mins[i].min_seq = strtoll(PQgetvalue(res, i, 1), NULL, 10);
+	}
+	qsort(r->mins, (size_t)nmins, sizeof *r->mins, relay_cmp_mins);
+	relay_choose(r, n, r->mins, nmins);
+	PQclear(res);
+	res = NULL;
+	crash_point("relay.after_claim");
+
+	/* Publish, then wait for every report. The stop flag does not cut
+	 * this short: on SIGTERM the in-flight batch finishes first. */
+	enq = publish_send(&r->pub, r->rows, n);
+	r->ctr.published += enq;
+	if (!publish_wait(&r->pub, (long)c->kafka_delivery_timeout_ms + RELAY_REPORT_MARGIN_MS)) {
+		log_error("pass %s: %d delivery reports still missing after %d ms; "
+			  "rolling back and re-creating the producer",
+			  pass_id, publish_outstanding(),
+			  c->kafka_delivery_timeout_ms + RELAY_REPORT_MARGIN_MS);
+		relay_rollback(r);
+		out = PASS_PRODUCER;
+		goto out;
+	}
+	for (int i = 0; i < n; i++) {
+		if (!r->rows[i].enqueued)
+			continue;
+		if (r->rows[i].err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+			acked++;
+		} else {
+			failed++;
+			if (first_err[0] == '\0')
+				snprintf(first_err, sizeof first_err, "%s",
+					 rd_kafka_err2name(r->rows[i].err));
+		}
+	}
+	r->ctr.acked += acked;
+	r->ctr.failed += failed;
+	if (kafka_take_fatal(err, sizeof err)) {
+		/* A fatal producer error: nothing of this pass is trusted, not
+		 * even what was acknowledged (librdkafka 2.0.2 can raise a
+		 * spurious fatal idempotence error after "possibly persisted").
+		 * Roll back; the rows go out again with a new producer. */
+		log_error("pass %s: fatal producer error (%s); rolled back, re-creating the producer",
+			  pass_id, err);
+		relay_rollback(r);
+		out = PASS_PRODUCER;
+		goto out;
+	}
+	crash_point("relay.after_publish");
+	if (r->log_fd >= 0 && !publish_log_write(r->log_fd, r->id, pass_id, r->rows, n, claimed_us))
+		log_warn("publish log %s: write failed: %s", c->relay_publish_log, strerror(errno));
+
+	/* Mark each aggregate's acknowledged prefix: walk its rows in seq
+	 * order, mark while the report is a success, stop at the first
+	 * failure. Later rows of that aggregate (acknowledged or not) stay
+	 * unsent and get an attempt recorded. Rows never enqueued (after a
+	 * hole, or after an enqueue error) are left alone. */
+	sb_reset(&r->a1);
+	sb_reset(&r->a2);
+	sb_reset(&r->a3);
+	sb_puts(&r->a1, "{");
+	sb_puts(&r->a2, "{");
+	sb_puts(&r->a3, "{");
+	for (int k = 0, group = -1, broken = 0; k < n; k++) {
+		const struct publish_row *row = &r->rows[r->order[k]];
+		char why[300];
+
+		if (row->group != group) {
+			group = row->group;
+			broken = 0;
+		}
+		if (!row->enqueued)
+			continue;
+		if (!broken && row->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+			sb_array_int(&r->a1, row->id);
+			marked++;
+			continue;
+		}
+		if (row->err != RD_KAFKA_RESP_ERR_NO_ERROR)
+			snprintf(why, sizeof why, "%s: %s", rd_kafka_err2name(row->err),
+				 rd_kafka_err2str(row->err));
+		else
+			snprintf(why, sizeof why, "acknowledged but not marked: an earlier event "
+				 "of this aggregate failed in pass %s", pass_id);
+		broken = 1;
+		sb_array_int(&r->a2, row->id);
+		sb_array_elem(&r->a3, why);
+		unmarked++;
+	}
+	sb_puts(&r->a1, "}");
+	sb_puts(&r->a2, "}");
+	sb_puts(&r->a3, "}");
+	if (r->a1.oom || r->a2.oom || r->a3.oom) {
+		snprintf(err, sizeof err, "out of memory");
+		goto db_fail;
+	}
+	if (marked > 0) {
+		params[0] = r->a1.s;
+		res = PQexecPrepared(r->conn, "relay_mark_sent", 1, params, NULL, NULL, 0);
+		if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+			db_error(r->conn, res, err, sizeof err);
+			goto db_fail;
+		}
+		PQclear(res);
+		res = NULL;
+	}
+	if (unmarked > 0) {
+		params[0] = r->a2.s;
+		params[1] = r->a3.s;
+		res = PQexecPrepared(r->conn, "relay_mark_failed", 2, params, NULL, NULL, 0);
+		if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+			db_error(r->conn, res, err, sizeof err);
+			goto db_fail;
+		}
+		PQclear(res);
+		res = NULL;
+	}
+	crash_point("relay.after_mark");
+	if (!db_exec(r->conn, "COMMIT", err, sizeof err))
+		goto db_fail;
+	r->ctr.passes++;
+	r->ctr.marked += marked;
+	if (failed > 0 || unmarked > 0) {
+		log_warn("pass %s: %d of %d deliveries failed (first: %s); %d marked sent, "
+			 "%d left unsent with the attempt recorded",
+			 pass_id, failed, acked + failed,
+			 first_err[0] ? first_err : "none", marked, unmarked);
+		out = PASS_RETRY;
+	} else {
+		out = n >= c->relay_batch_size && enq > 0 ? PASS_FULL : PASS_OK;
+	}
+	log_debug("pass %s: claimed %d, published %d, acked %d, failed %d, marked %d in %" PRId64
+		  " ms", pass_id, n, enq, acked, failed, marked, util_mono_ms() - t0);
+	goto out;
+
+db_fail:
+	if (db_lost(r->conn)) {
+		log_warn("pass %s: database connection lost: %s", pass_id, err);
+		out = PASS_DB_LOST;
+	} else {
+		log_warn("pass %s: %s; rolled back", pass_id, err);
+		relay_rollback(r);
+		out = PASS_RETRY;
+	}
+out:
+	PQclear(res);
+	PQclear(claim);
+	return out;
+}
+
+/* Log an info line about every RELAY_SUMMARY_MS when something went out. */
+static void relay_summary(struct relay *r, bool force)
+{
+	int64_t now = util_mono_ms();
+	int64_t n = r->ctr.published - r->summary_published;
+
+	if (!force && now - r->summary_ms < RELAY_SUMMARY_MS)
+		return;
+	if (n > 0)
+		log_info("published %" PRId64 " events in %.1f s (%.0f/s); totals: passes %" PRId64
+			 ", published %" PRId64 ", acked %" PRId64 ", failed %" PRId64
+			 ", marked %" PRId64,
+			 n, (double)(now - r->summary_ms) / 1000.0,
+			 (double)n * 1000.0 / (double)(now - r->summary_ms + 1), r->ctr.passes,
+			 r->ctr.published, r->ctr.acked, r->ctr.failed, r->ctr.marked);
+	r->summary_ms = now;
+	r->summary_published = r->ctr.published;
+}
+
+/* Wait until the next pass is due (due_ms), a notification arrives (and
+ * hold_ms, the backoff, has passed), or we are stopped; at most one slice
+ * of RELAY_WAIT_SLICE_MS. Serves librdkafka's callbacks meanwhile. */
+static void relay_idle(struct relay *r, int64_t due_ms, int64_t hold_ms)
+{
+	int64_t now = util_mono_ms();
+	int64_t target = r->notified ? hold_ms : (due_ms > hold_ms ? due_ms : hold_ms);
+	long slice = target - now > RELAY_WAIT_SLICE_MS ? RELAY_WAIT_SLICE_MS : (long)(target - now);
+	bool alive = true;
+
+	if (slice < 0)
+		slice = 0;
+	publish_poll(&r->pub);
+	if (r->conn != NULL && r->cfg->relay_notify) {
+		struct pollfd pfd = { .fd = PQsocket(r->conn), .events = POLLIN, .revents = 0 };
+
+		if (relay_take_notifies(r, false, &alive))
+			r->notified = true;
+		if (slice > 0 && !r->notified && pfd.fd >= 0 && poll(&pfd, 1, (int)slice) > 0) {
+			if (relay_take_notifies(r, true, &alive))
+				r->notified = true;
+		} else if (slice > 0 && r->notified) {
+			util_sleep_ms(slice, r->stop); /* notified, but backing off */
+		}
+		if (!alive) {
+			log_warn("database connection lost while idle");
+			PQfinish(r->conn);
+			r->conn = NULL;
+		}
+	} else if (slice > 0) {
+		util_sleep_ms(slice, r->stop);
+	}
+}
+
+static void relay_free(struct relay *r)
+{
+	publish_close(&r->pub);
+	if (r->conn != NULL)
+		PQfinish(r->conn);
+	if (r->log_fd >= 0)
+		close(r->log_fd);
+	free(r->rows);
+	free(r->order);
+	free(r->mins);
+	free(r->a1.s);
+	free(r->a2.s);
+	free(r->a3.s);
+}
+
+int poll_run(const struct conf *c, int relay_id, volatile sig_atomic_t *stop,
+	     volatile sig_atomic_t *hup)
+{
+	struct relay r;
+	char err[1024], masked[1024];
+	long backoff = 0;
+	int64_t due = 0, hold = 0;
+	int rc = 1;
+
+	memset(&r, 0, sizeof r);
+	r.cfg = c;
+	r.id = relay_id;
+	r.stop = stop;
+	r.log_fd = -1;
+	r.cap = c->relay_batch_size;
+	r.started_us = util_now_us();
+	r.summary_ms = util_mono_ms();
+	if (gethostname(r.host, sizeof r.host) != 0)
+		snprintf(r.host, sizeof r.host, "localhost");
+	r.host[sizeof r.host - 1] = '\0';
+	r.rows = calloc((size_t)r.cap, sizeof *r.rows);
+	r.order = calloc((size_t)r.cap, sizeof *r.order);
+	r.mins = calloc((size_t)r.cap, sizeof *r.mins);
+	if (r.rows == NULL || r.order == NULL || r.mins == NULL) {
+		log_error("out of memory for a batch of %d rows", r.cap);
+		goto out;
+	}
+	if (c->relay_publish_log[0] != '\0') {
+		r.log_fd = open(c->relay_publish_log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+		if (r.log_fd < 0) {
+			log_error("[relay] publish_log %s: %s", c->relay_publish_log, strerror(errno));
+			rc = 2;
+			goto out;
+		}
+	}
+	if (!publish_open(&r.pub, c, err, sizeof err)) {
+		log_error("cannot create the Kafka producer: %s", err);
+		rc = 2;
+		goto out;
+	}
+	log_mask_conninfo(c->db_conninfo, masked, sizeof masked);
+	log_info("poll relay %d started: database \"%s\", brokers %s, topic %s, batch %d, "
+		 "interval %d ms, notify %s", relay_id, masked, c->kafka_brokers, c->kafka_topic,
+		 c->relay_batch_size, c->relay_poll_interval_ms, c->relay_notify ? "on" : "off");
+
+	while (!*stop) {
+		int64_t now;
+		enum pass_result pr;
+
+		if (*hup) {
+			*hup = 0;
+			log_info("SIGHUP received (configuration reload is not implemented yet)");
+		}
+		if (r.conn == NULL) {
+			if (!relay_db_open(&r)) {
+				if (*stop)
+					break;
+				util_sleep_ms(util_backoff_next(&backoff, RELAY_BACKOFF_BASE_MS,
+								c->relay_backoff_max_ms), stop);
+				continue;
+			}
+			due = 0;
+		}
+		if (r.pub.rk == NULL || kafka_take_fatal(err, sizeof err)) {
+			if (r.pub.rk != NULL)
+				log_error("fatal producer error while idle (%s); re-creating the producer",
+					  err);
+			publish_close(&r.pub);
+			if (!publish_open(&r.pub, c, err, sizeof err)) {
+				log_error("cannot re-create the Kafka producer: %s", err);
+				goto out;
+			}
+		}
+		now = util_mono_ms();
+		if (now - r.counters_ms >= RELAY_COUNTERS_MS)
+			relay_counters_flush(&r);
+		relay_summary(&r, false);
+		if (now < hold || (now < due && !r.notified)) {
+			relay_idle(&r, due, hold);
+			continue;
+		}
+		r.notified = false;
+		pr = relay_pass(&r);
+		now = util_mono_ms();
+		switch (pr) {
+		case PASS_IDLE:
+		case PASS_OK:
+			backoff = 0;
+			due = now + c->relay_poll_interval_ms;
+			break;
+		case PASS_FULL:
+			backoff = 0;
+			due = now;
+			break;
+		case PASS_RETRY:
+			hold = now + util_backoff_next(&backoff, RELAY_BACKOFF_BASE_MS,
+						       c->relay_backoff_max_ms);
+			due = hold;
+			break;
+		case PASS_DB_LOST:
+			PQfinish(r.conn);
+			r.conn = NULL;
+			due = now;
+			break;
+		case PASS_PRODUCER:
+			publish_close(&r.pub);
+			hold = now + util_backoff_next(&backoff, RELAY_BACKOFF_BASE_MS,
+						       c->relay_backoff_max_ms);
+			due = hold;
+			break;
+		}
+		/* Notifications that arrived during the pass are for rows it may
+		 * not have seen: go again as soon as allowed. */
+		if (r.conn != NULL && r.cfg->relay_notify) {
+			bool alive;
+
+			if (relay_take_notifies(&r, false, &alive))
+				r.notified = true;
+		}
+	}
+	rc = 0;
+	relay_counters_flush(&r);
+	relay_summary(&r, true);
+	log_info("stopped after %" PRId64 " passes: published %" PRId64 ", acked %" PRId64
+		 ", failed %" PRId64 ", marked %" PRId64, r.ctr.passes, r.ctr.published,
+		 r.ctr.acked, r.ctr.failed, r.ctr.marked);
+out:
+	relay_free(&r);
+	return rc;
+}

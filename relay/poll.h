@@ -1,0 +1,19 @@
+#ifndef OUTBOXD_RELAY_POLL_H
+#define OUTBOXD_RELAY_POLL_H
+
+/* The polling relay: claim a batch of unsent outbox rows, publish them,
+ * wait for every delivery report, mark the acknowledged per-aggregate
+ * prefix sent, commit; repeat. See poll.c for why it cannot lose an event
+ * and cannot reorder an aggregate's events across relays. */
+
+#include <signal.h>
+
+#include "conf.h"
+
+/* Run until *stop is set. *hup is set by SIGHUP (logged, cleared).
+ * Returns the process exit code: 0 after a clean stop (the in-flight pass
+ * finishes first), 1 on a retryable failure, 2 on a configuration error. */
+int poll_run(const struct conf *c, int relay_id, volatile sig_atomic_t *stop,
+	     volatile sig_atomic_t *hup) __attribute__((warn_unused_result));
+
+#endif
