@@ -277,7 +277,9 @@ int main(int argc, char **argv)
 			}
 			break;
 		case 'h': usage(stdout); return 0;
-		default: usage(stderr); return 2;
+		default:
+			fprintf(stderr, "usage: outbox-consumer [-c FILE] [--id I] (--help for more)\n");
+			return 2;
 		}
 	}
 	if (optind < argc) {
