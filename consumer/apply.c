@@ -7,6 +7,7 @@
  * is dropped: every event is applied exactly once, in aggregate_seq order. */
 #include "apply.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <jansson.h>
 #include <limits.h>
@@ -139,28 +140,37 @@ static bool is_uuid(const char *s)
 bool apply_parse(const rd_kafka_message_t *rkm, struct apply_msg *m, char *why, size_t whylen)
 {
 	rd_kafka_headers_t *hdrs = NULL;
+
+	if (rd_kafka_message_headers(rkm, &hdrs) != RD_KAFKA_RESP_ERR_NO_ERROR)
+		hdrs = NULL;
+	return apply_parse_parts(rkm->key, rkm->key_len, hdrs, rkm->payload, rkm->len,
+				 rkm->partition, rkm->offset, m, why, whylen);
+}
+
+bool apply_parse_parts(const void *key, size_t key_len, rd_kafka_headers_t *hdrs,
+		       const void *payload, size_t len, int32_t partition, int64_t offset,
+		       struct apply_msg *m, char *why, size_t whylen)
+{
 	char seq[32];
 	long long v;
 	char *end;
 	json_t *root;
 
 	memset(m, 0, sizeof *m);
-	m->partition = rkm->partition;
-	m->offset = rkm->offset;
-	if (rd_kafka_message_headers(rkm, &hdrs) != RD_KAFKA_RESP_ERR_NO_ERROR)
-		hdrs = NULL;
+	m->partition = partition;
+	m->offset = offset;
 	copy_header(hdrs, "event_type", m->event_type, sizeof m->event_type);
 	copy_header(hdrs, "aggregate_type", m->aggregate_type, sizeof m->aggregate_type);
-	if (rkm->key == NULL || rkm->key_len == 0) {
+	if (key == NULL || key_len == 0) {
 		snprintf(why, whylen, "no key (aggregate_id)");
 		return false;
 	}
-	if (rkm->key_len >= sizeof m->aggregate_id || memchr(rkm->key, '\0', rkm->key_len)) {
-		snprintf(why, whylen, "unusable key (%zu bytes)", rkm->key_len);
+	if (key_len >= sizeof m->aggregate_id || memchr(key, '\0', key_len)) {
+		snprintf(why, whylen, "unusable key (%zu bytes)", key_len);
 		return false;
 	}
-	memcpy(m->aggregate_id, rkm->key, rkm->key_len);
-	m->aggregate_id[rkm->key_len] = '\0';
+	memcpy(m->aggregate_id, key, key_len);
+	m->aggregate_id[key_len] = '\0';
 	if (!copy_header(hdrs, "event_id", m->event_id, sizeof m->event_id) ||
 	    !is_uuid(m->event_id)) {
 		m->event_id[0] = '\0';
@@ -171,15 +181,16 @@ bool apply_parse(const rd_kafka_message_t *rkm, struct apply_msg *m, char *why, 
 		snprintf(why, whylen, "missing aggregate_seq header");
 		return false;
 	}
+	errno = 0;
 	v = strtoll(seq, &end, 10);
-	if (*end != '\0' || end == seq || v < 1 || v == LLONG_MAX) {
+	if (*end != '\0' || end == seq || v < 1 || errno != 0) {
 		snprintf(why, whylen, "malformed aggregate_seq header");
 		return false;
 	}
 	m->seq = (int64_t)v;
 	/* The payload only feeds the projection's status and total; a payload
 	 * that is not a JSON object still applies (the headers are the event). */
-	root = rkm->payload != NULL ? json_loadb(rkm->payload, rkm->len, 0, NULL) : NULL;
+	root = payload != NULL ? json_loadb(payload, len, 0, NULL) : NULL;
 	if (json_is_object(root)) {
 		json_t *st = json_object_get(root, "status");
 		json_t *tot = json_object_get(root, "total_cents");

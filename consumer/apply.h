@@ -47,6 +47,12 @@ struct apply;
 bool apply_parse(const rd_kafka_message_t *rkm, struct apply_msg *m, char *why, size_t whylen)
 	__attribute__((warn_unused_result));
 
+/* The same from the message's parts (unit tests build these by hand). */
+bool apply_parse_parts(const void *key, size_t key_len, rd_kafka_headers_t *hdrs,
+		       const void *payload, size_t len, int32_t partition, int64_t offset,
+		       struct apply_msg *m, char *why, size_t whylen)
+	__attribute__((warn_unused_result));
+
 /* A database session of consumer consumer_id on the sink side. Does not
  * connect yet (apply_connect does). audit may be NULL. The caller owns it. */
 struct apply *apply_new(const char *conninfo, int consumer_id, struct audit *audit)
