@@ -489,14 +489,6 @@ int main(int argc, char **argv)
 		fprintf(stderr, "outboxd: event_base_new failed\n");
 		return 1;
 	}
-	if (sup.pid_file[0] != '\0') {
-		if (!pid_file_write(sup.pid_file, err, sizeof err)) {
-			fprintf(stderr, "outboxd: %s\n", err);
-			cleanup();
-			return 1;
-		}
-		sup.pid_file_written = true;
-	}
 	signal(SIGPIPE, SIG_IGN); /* children get it back to default before exec */
 	for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++) {
 		sup.sig_ev[i] = evsignal_new(sup.base, sigs[i], signal_cb, NULL);
@@ -505,6 +497,15 @@ int main(int argc, char **argv)
 			cleanup();
 			return 1;
 		}
+	}
+	/* After the signal events: a SIGTERM from now on removes the file. */
+	if (sup.pid_file[0] != '\0') {
+		if (!pid_file_write(sup.pid_file, err, sizeof err)) {
+			fprintf(stderr, "outboxd: %s\n", err);
+			cleanup();
+			return 1;
+		}
+		sup.pid_file_written = true;
 	}
 	sup.shutdown_timer = evtimer_new(sup.base, shutdown_timeout_cb, NULL);
 	proc_table_init(&sup.table, (int)nrelays, (int)nconsumers);
