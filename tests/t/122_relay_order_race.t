@@ -6,13 +6,12 @@
 # everything else; it must not publish order 1's seq 2 or 3 before A's
 # seq 1 was acknowledged: B does not even get order 1's advisory lock.
 #
-# Without the per-aggregate lock AND the re-check, B would claim seq 2 and 3
-# (not row-locked: only seq 1 is) and publish them during A's pause, so the
-# checks "order 1 stays unsent but for seq 1 during the pause" and "seq 1
-# acked before seq 2" fail (tried by hand with both removed: B published
-# seq 2 and 3 about 2.9 s before seq 1). With only the lock removed the
-# re-check still refuses them (min unsent seq is 1), but then B claims and
-# row-locks them for nothing.
+# Tried by hand (not left in the code): with the advisory lock removed from
+# the claim, only check 4 (A holds order 1's lock) fails: the re-check
+# still refuses seq 2 and 3 (order 1's oldest unsent seq is 1), but B then
+# claims and row-locks them for nothing. With the lock AND the re-check
+# removed, B publishes seq 2 and 3 during A's pause: checks 5-8, 12 and 14
+# fail and the topic holds order 1 as 2,3,1.
 . "$(dirname "$0")/../lib.sh"
 
 services_up
