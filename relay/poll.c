@@ -98,12 +98,15 @@ static const char SQL_CLAIM[] =
 
 /* Re-check under the lock, fresh snapshot: the oldest unsent seq of each
  * claimed aggregate. Upholds "publish only a contiguous run from the oldest
- * unsent event" (point 3 above). */
+ * unsent event" (point 3 above). One probe of the (aggregate_id,
+ * aggregate_seq) unique index per aggregate, so its cost depends on the
+ * batch, not on the backlog (a plain "aggregate_id = ANY(..) GROUP BY" was
+ * planned as a scan of the whole outbox_unsent index). NULL: none unsent. */
 static const char SQL_RECHECK[] =
-	"SELECT aggregate_id, min(aggregate_seq) "
-	"  FROM public.outbox "
-	" WHERE sent_at IS NULL AND aggregate_id = ANY($1::text[]) "
-	" GROUP BY 1";
+	"SELECT a.id, (SELECT o.aggregate_seq FROM public.outbox o "
+	"               WHERE o.aggregate_id = a.id AND o.sent_at IS NULL "
+	"               ORDER BY o.aggregate_seq LIMIT 1) "
+	"  FROM unnest($1::text[]) AS a(id)";
 
 /* Mark sent: only rows whose own report said persisted, and only an
  * aggregate's acknowledged prefix (upholds "sent_at stays NULL until the
@@ -425,7 +428,7 @@ static enum pass_result relay_pass(struct relay *r)
 	char err[1024] = "", pass_id[64], limit[16], first_err[256] = "";
 	const char *params[2];
 	int n = 0, nmins = 0, enq = 0, acked = 0, failed = 0, marked = 0, unmarked = 0;
-	int64_t claimed_us, t0 = util_mono_ms();
+	int64_t claimed_us, t0 = util_mono_ms(), t_claim = 0, t_kafka = 0, t_mark = 0;
 	enum pass_result out = PASS_RETRY;
 
 	r->pass_no++;
@@ -486,17 +489,18 @@ static enum pass_result relay_pass(struct relay *r)
 		db_error(r->conn, res, err, sizeof err);
 		goto db_fail;
 	}
-	nmins = PQntuples(res);
-	if (nmins > r->cap)
-		nmins = r->cap; /* cannot happen: at most one per claimed aggregate */
-	for (int i = 0; i < nmins; i++) {
-		r->mins[i].aggregate_id = PQgetvalue(res, i, 0);
-		r->mins[i].min_seq = strtoll(PQgetvalue(res, i, 1), NULL, 10);
+	for (int i = 0; i < PQntuples(res) && nmins < r->cap; i++) {
+		if (PQgetisnull(res, i, 1))
+			continue; /* nothing unsent: cannot happen while we hold its rows */
+		r->mins[nmins].aggregate_id = PQgetvalue(res, i, 0);
+		r->mins[nmins].min_seq = strtoll(PQgetvalue(res, i, 1), NULL, 10);
+		nmins++;
 	}
 	qsort(r->mins, (size_t)nmins, sizeof *r->mins, relay_cmp_mins);
 	relay_choose(r, n, r->mins, nmins);
 	PQclear(res);
 	res = NULL;
+	t_claim = util_mono_ms();
 	crash_point("relay.after_claim");
 
 	/* Publish, then wait for every report. The stop flag does not cut
@@ -537,6 +541,7 @@ static enum pass_result relay_pass(struct relay *r)
 		out = PASS_PRODUCER;
 		goto out;
 	}
+	t_kafka = util_mono_ms();
 	crash_point("relay.after_publish");
 	if (r->log_fd >= 0 && !publish_log_write(r->log_fd, r->id, pass_id, r->rows, n, claimed_us))
 		log_warn("publish log %s: write failed: %s", c->relay_publish_log, strerror(errno));
@@ -606,6 +611,7 @@ static enum pass_result relay_pass(struct relay *r)
 		PQclear(res);
 		res = NULL;
 	}
+	t_mark = util_mono_ms();
 	crash_point("relay.after_mark");
 	if (!db_exec(r->conn, "COMMIT", err, sizeof err))
 		goto db_fail;
@@ -621,7 +627,9 @@ static enum pass_result relay_pass(struct relay *r)
 		out = n >= c->relay_batch_size && enq > 0 ? PASS_FULL : PASS_OK;
 	}
 	log_debug("pass %s: claimed %d, published %d, acked %d, failed %d, marked %d in %" PRId64
-		  " ms", pass_id, n, enq, acked, failed, marked, util_mono_ms() - t0);
+		  " ms (claim %" PRId64 ", kafka %" PRId64 ", mark %" PRId64 ", commit %" PRId64 ")",
+		  pass_id, n, enq, acked, failed, marked, util_mono_ms() - t0, t_claim - t0,
+		  t_kafka - t_claim, t_mark - t_kafka, util_mono_ms() - t_mark);
 	goto out;
 
 db_fail:
