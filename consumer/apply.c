@@ -101,6 +101,7 @@ struct apply {
 	char consumer_id_s[16];
 	struct audit *audit;
 	char host[256];
+	bool async_commit;
 };
 
 /* ---------------------------------------------------------------- parsing */
@@ -208,7 +209,8 @@ bool apply_parse_parts(const void *key, size_t key_len, rd_kafka_headers_t *hdrs
 
 /* --------------------------------------------------------------- database */
 
-struct apply *apply_new(const char *conninfo, int consumer_id, struct audit *audit)
+struct apply *apply_new(const char *conninfo, int consumer_id, struct audit *audit,
+			bool async_commit)
 {
 	struct apply *a = calloc(1, sizeof *a);
 
@@ -222,6 +224,7 @@ struct apply *apply_new(const char *conninfo, int consumer_id, struct audit *aud
 	a->consumer_id = consumer_id;
 	snprintf(a->consumer_id_s, sizeof a->consumer_id_s, "%d", consumer_id);
 	a->audit = audit;
+	a->async_commit = async_commit;
 	if (gethostname(a->host, sizeof a->host) != 0)
 		snprintf(a->host, sizeof a->host, "localhost");
 	a->host[sizeof a->host - 1] = '\0';
@@ -260,6 +263,8 @@ static bool prepare_all(struct apply *a, char *err, size_t errlen, const char **
 	snprintf(sql, sizeof sql, "SET application_name = 'outbox-consumer-%d'", a->consumer_id);
 	*state = "";
 	if (!db_exec(a->conn, sql, err, errlen))
+		return false;
+	if (a->async_commit && !db_exec(a->conn, "SET synchronous_commit = off", err, errlen))
 		return false;
 	for (size_t i = 0; i < sizeof statements / sizeof statements[0]; i++) {
 		PGresult *res = PQprepare(a->conn, statements[i].name, statements[i].sql, 0, NULL);
@@ -579,9 +584,20 @@ bool apply_report(struct apply *a, const struct apply_counters *c, int64_t start
 	params[3] = st_s;
 	for (int i = 0; i < 6; i++)
 		params[4 + i] = n[i];
+	/* Synchronous whatever the session says: its WAL flush covers every
+	 * transaction this session committed asynchronously before it. */
+	if (!db_exec(a->conn, "BEGIN", err, errlen))
+		return false;
+	if (!db_exec(a->conn, "SET LOCAL synchronous_commit = on", err, errlen))
+		goto fail;
 	res = run(a, "c_report", 10, params, PGRES_COMMAND_OK, state, err, errlen);
 	if (res == NULL)
-		return false;
+		goto fail;
 	PQclear(res);
+	if (!db_exec(a->conn, "COMMIT", err, errlen))
+		goto fail;
 	return true;
+fail:
+	rollback(a);
+	return false;
 }

@@ -54,9 +54,13 @@ bool apply_parse_parts(const void *key, size_t key_len, rd_kafka_headers_t *hdrs
 	__attribute__((warn_unused_result));
 
 /* A database session of consumer consumer_id on the sink side. Does not
- * connect yet (apply_connect does). audit may be NULL. The caller owns it. */
-struct apply *apply_new(const char *conninfo, int consumer_id, struct audit *audit)
-	__attribute__((warn_unused_result));
+ * connect yet (apply_connect does). audit may be NULL. async_commit: the
+ * per-message transactions commit with synchronous_commit = off, and only
+ * apply_report (a synchronous commit) makes them durable; the caller must
+ * then commit Kafka offsets only after a successful apply_report. The
+ * caller owns the session. */
+struct apply *apply_new(const char *conninfo, int consumer_id, struct audit *audit,
+			bool async_commit) __attribute__((warn_unused_result));
 
 /* (Re)connect with backoff and prepare the statements. False only when
  * *stop became non-zero first. */
@@ -76,7 +80,10 @@ enum apply_result apply_event(struct apply *a, const struct apply_msg *m, char *
 enum apply_result apply_poison(struct apply *a, const struct apply_msg *m, const char *detail,
 			       char *err, size_t errlen) __attribute__((warn_unused_result));
 
-/* Upsert this consumer's row of sink.consumers. False with a message. */
+/* Upsert this consumer's row of sink.consumers in a synchronous commit:
+ * when it returns true, every transaction this process committed before
+ * the call is durable (the WAL is flushed in order), so the offsets of
+ * those messages may be committed to Kafka. False with a message. */
 bool apply_report(struct apply *a, const struct apply_counters *c, int64_t started_us,
 		  char *err, size_t errlen) __attribute__((warn_unused_result));
 

@@ -30,6 +30,8 @@ static volatile sig_atomic_t stop;
 static volatile sig_atomic_t hup;
 static struct apply_counters counters;
 static bool offsets_dirty; /* stored offsets not yet committed */
+static struct apply *ap;
+static int64_t started_us;
 
 static void on_signal(int sig)
 {
@@ -57,14 +59,35 @@ static void usage(FILE *f)
 		"Crash injection: OUTBOX_CRASH=consumer.after_apply:P,consumer.after_commit:P\n");
 }
 
+/* This consumer's counters to sink.consumers, in a synchronous commit that
+ * also makes every earlier (asynchronously committed) apply durable. */
+static bool report(void)
+{
+	char err[512];
+
+	if (apply_lost(ap))
+		return false;
+	if (!apply_report(ap, &counters, started_us, err, sizeof err)) {
+		log_debug("counters not recorded: %s", err);
+		return false;
+	}
+	return true;
+}
+
 /* Commit the stored offsets: async during the run, sync on revoke and at
- * shutdown. Nothing stored since the last commit: nothing to do. */
+ * shutdown. With asynchronous database commits, first the durability
+ * barrier: an offset reaches Kafka only once its transaction is on disk.
+ * Nothing stored since the last commit: nothing to do. */
 static void commit_offsets(rd_kafka_t *rk, bool sync)
 {
 	rd_kafka_resp_err_t e;
 
 	if (!offsets_dirty)
 		return;
+	if (cfg.consumer_commit_interval_ms > 0 && !report()) {
+		log_debug("offsets not committed: database not reachable for the flush");
+		return;
+	}
 	e = rd_kafka_commit(rk, NULL, sync ? 0 : 1);
 	if (e == RD_KAFKA_RESP_ERR_NO_ERROR || e == RD_KAFKA_RESP_ERR__NO_OFFSET)
 		offsets_dirty = false;
@@ -128,6 +151,9 @@ static rd_kafka_t *consumer_new(const char *instance_id, char *err, size_t errle
 		{ "auto.offset.reset", "earliest" },
 		{ "enable.partition.eof", "false" },
 	};
+	static const char *const tunables[][2] = {
+		{ "fetch.wait.max.ms", "100" },
+	};
 	rd_kafka_conf_t *kc = kafka_conf_new(&cfg, err, errlen);
 	rd_kafka_topic_partition_list_t *topics;
 	rd_kafka_resp_err_t e;
@@ -142,6 +168,19 @@ static rd_kafka_t *consumer_new(const char *instance_id, char *err, size_t errle
 	for (size_t i = 0; i < sizeof props / sizeof props[0]; i++)
 		if (rd_kafka_conf_set(kc, props[i][0], props[i][1], err, errlen) != RD_KAFKA_CONF_OK)
 			goto fail;
+	/* Defaults a kafka.* line may override: a partition that has nothing
+	 * yet must not hold up one whose offset was just looked up for long. */
+	for (size_t i = 0; i < sizeof tunables / sizeof tunables[0]; i++) {
+		bool set_by_user = false;
+
+		for (int j = 0; j < cfg.kafka_nprops; j++)
+			if (strcmp(cfg.kafka_props[j].name, tunables[i][0]) == 0)
+				set_by_user = true;
+		if (!set_by_user &&
+		    rd_kafka_conf_set(kc, tunables[i][0], tunables[i][1], err, errlen) !=
+			    RD_KAFKA_CONF_OK)
+			goto fail;
+	}
 	rd_kafka_conf_set_rebalance_cb(kc, rebalance_cb);
 	rd_kafka_conf_set_offset_commit_cb(kc, offset_commit_cb);
 	rk = rd_kafka_new(RD_KAFKA_CONSUMER, kc, err, errlen);
@@ -242,14 +281,6 @@ static enum handled handle(struct apply *ap, const rd_kafka_message_t *rkm)
 	return HANDLED;
 }
 
-static void report(struct apply *ap, int64_t started_us)
-{
-	char err[512];
-
-	if (!apply_lost(ap) && !apply_report(ap, &counters, started_us, err, sizeof err))
-		log_debug("counters not recorded: %s", err);
-}
-
 int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
@@ -264,8 +295,7 @@ int main(int argc, char **argv)
 	int c, rc = 1;
 	rd_kafka_t *rk = NULL;
 	struct audit *au = NULL;
-	struct apply *ap = NULL;
-	int64_t started_us = util_now_us(), last_report, last_commit, t_first = 0;
+	int64_t last_report, last_commit, t_first = 0;
 
 	while ((c = getopt_long(argc, argv, "c:h", longopts, NULL)) != -1) {
 		switch (c) {
@@ -286,6 +316,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "outbox-consumer: unexpected argument \"%s\"\n", argv[optind]);
 		return 2;
 	}
+	started_us = util_now_us();
 	log_setup("consumer", (int)id);
 	if (!conf_load(&cfg, conf_path, err, sizeof err)) {
 		fprintf(stderr, "%s\n", err);
@@ -301,7 +332,10 @@ int main(int argc, char **argv)
 		fprintf(stderr, "outbox-consumer: %s\n", err);
 		return 2;
 	}
-	ap = apply_new(conf_sink_conninfo(&cfg), (int)id, au);
+	/* Committing offsets every commit_interval_ms lets the per-message
+	 * transactions commit asynchronously: one WAL flush per interval
+	 * (commit_offsets) instead of one per message. */
+	ap = apply_new(conf_sink_conninfo(&cfg), (int)id, au, cfg.consumer_commit_interval_ms > 0);
 	if (ap == NULL) {
 		log_error("out of memory");
 		goto out;
@@ -333,7 +367,7 @@ int main(int argc, char **argv)
 			last_commit = now;
 		}
 		if (now - last_report >= REPORT_MS) {
-			report(ap, started_us);
+			(void)report();
 			last_report = now;
 		}
 		rkm = rd_kafka_consumer_poll(rk, POLL_MS);
@@ -379,7 +413,7 @@ int main(int argc, char **argv)
 		 t_first ? (double)counters.received * 1000.0 /
 				   (double)(util_mono_ms() - t_first + 1) : 0.0);
 	commit_offsets(rk, true);
-	report(ap, started_us);
+	(void)report();
 out:
 	if (rk != NULL) {
 		rd_kafka_resp_err_t e = rd_kafka_consumer_close(rk);
