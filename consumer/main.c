@@ -20,6 +20,7 @@
 #include "db.h"
 #include "kafka.h"
 #include "log.h"
+#include "offsets.h"
 #include "util.h"
 
 #define POLL_MS 200
@@ -29,7 +30,7 @@ static struct conf cfg;
 static volatile sig_atomic_t stop;
 static volatile sig_atomic_t hup;
 static struct apply_counters counters;
-static bool offsets_dirty; /* stored offsets not yet committed */
+static struct offsets *done; /* what may be committed to Kafka */
 static struct apply *ap;
 static int64_t started_us;
 
@@ -74,25 +75,78 @@ static bool report(void)
 	return true;
 }
 
-/* Commit the stored offsets: async during the run, sync on revoke and at
- * shutdown. With asynchronous database commits, first the durability
- * barrier: an offset reaches Kafka only once its transaction is on disk.
- * Nothing stored since the last commit: nothing to do. */
+/* Commit the offsets of the messages done: async during the run, sync on
+ * revoke and at shutdown. With asynchronous database commits, first the
+ * durability barrier (report): an offset reaches Kafka only once its
+ * transaction is on disk. Nothing new since the last commit: nothing to do. */
 static void commit_offsets(rd_kafka_t *rk, bool sync)
 {
+	rd_kafka_topic_partition_list_t *l;
 	rd_kafka_resp_err_t e;
 
-	if (!offsets_dirty)
+	if (!offsets_pending(done))
 		return;
 	if (cfg.consumer_commit_interval_ms > 0 && !report()) {
 		log_debug("offsets not committed: database not reachable for the flush");
 		return;
 	}
-	e = rd_kafka_commit(rk, NULL, sync ? 0 : 1);
+	l = offsets_list(done);
+	if (l == NULL) {
+		offsets_committed(done);
+		return;
+	}
+	e = rd_kafka_commit(rk, l, sync ? 0 : 1);
+	rd_kafka_topic_partition_list_destroy(l);
 	if (e == RD_KAFKA_RESP_ERR_NO_ERROR || e == RD_KAFKA_RESP_ERR__NO_OFFSET)
-		offsets_dirty = false;
+		offsets_committed(done);
 	else
 		log_warn("offset commit failed: %s", rd_kafka_err2str(e));
+}
+
+/* After the database connection was lost, transactions committed
+ * asynchronously since the last flush may be gone (a server crash): go back
+ * to the committed offsets and process from there again (the inbox and
+ * last_seq drop what did survive). False when Kafka cannot say where. */
+static bool rewind_to_committed(rd_kafka_t *rk)
+{
+	rd_kafka_topic_partition_list_t *parts = NULL;
+	rd_kafka_resp_err_t e;
+	rd_kafka_error_t *kerr;
+	bool ok = false;
+
+	offsets_forget_all(done);
+	e = rd_kafka_assignment(rk, &parts);
+	if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
+		goto out;
+	if (parts->cnt == 0) {
+		ok = true;
+		goto out;
+	}
+	e = rd_kafka_committed(rk, parts, 10000);
+	if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
+		goto out;
+	for (int i = 0; i < parts->cnt; i++)
+		if (parts->elems[i].offset < 0)
+			parts->elems[i].offset = RD_KAFKA_OFFSET_BEGINNING; /* auto.offset.reset */
+	kerr = rd_kafka_seek_partitions(rk, parts, 10000);
+	if (kerr != NULL) {
+		log_error("rewind: seek: %s", rd_kafka_error_string(kerr));
+		rd_kafka_error_destroy(kerr);
+		goto out;
+	}
+	for (int i = 0; i < parts->cnt; i++)
+		if (parts->elems[i].err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+			e = parts->elems[i].err;
+			goto out;
+		}
+	log_info("rewound %d partition(s) to their committed offsets", parts->cnt);
+	ok = true;
+out:
+	if (!ok && e != RD_KAFKA_RESP_ERR_NO_ERROR)
+		log_error("rewind: %s", rd_kafka_err2str(e));
+	if (parts != NULL)
+		rd_kafka_topic_partition_list_destroy(parts);
+	return ok;
 }
 
 static void offset_commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
@@ -101,8 +155,10 @@ static void offset_commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 	(void)rk;
 	(void)offsets;
 	(void)opaque;
-	if (err != RD_KAFKA_RESP_ERR_NO_ERROR && err != RD_KAFKA_RESP_ERR__NO_OFFSET)
+	if (err != RD_KAFKA_RESP_ERR_NO_ERROR && err != RD_KAFKA_RESP_ERR__NO_OFFSET) {
 		log_warn("offset commit failed: %s (committed again later)", rd_kafka_err2str(err));
+		offsets_uncommitted(done);
+	}
 }
 
 /* On revoke, commit what has been processed before the partitions go, so
@@ -125,9 +181,10 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 		log_info("revoked %d partition(s)%s", parts->cnt,
 			 rd_kafka_assignment_lost(rk) ? " (lost)" : "");
 		if (!rd_kafka_assignment_lost(rk)) {
-			offsets_dirty = true; /* whatever is stored, commit it now */
+			offsets_uncommitted(done); /* commit all we have, now */
 			commit_offsets(rk, true);
 		}
+		offsets_forget(done, parts);
 		if (cooperative)
 			kerr = rd_kafka_incremental_unassign(rk, parts);
 		else
@@ -202,30 +259,14 @@ fail:
 	return NULL;
 }
 
-/* Store offset + 1 of a processed message (committed later). */
-static void store_offset(rd_kafka_t *rk, const rd_kafka_message_t *rkm)
-{
-	rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
-	rd_kafka_resp_err_t e;
-
-	rd_kafka_topic_partition_list_add(l, rd_kafka_topic_name(rkm->rkt), rkm->partition)
-		->offset = rkm->offset + 1;
-	e = rd_kafka_offsets_store(rk, l);
-	if (e == RD_KAFKA_RESP_ERR_NO_ERROR && l->elems[0].err == RD_KAFKA_RESP_ERR_NO_ERROR)
-		offsets_dirty = true;
-	else /* partition revoked meanwhile: the new owner re-delivers, dedupe drops it */
-		log_debug("offset store [%" PRId32 "] %" PRId64 ": %s", rkm->partition,
-			  rkm->offset + 1,
-			  rd_kafka_err2str(e != RD_KAFKA_RESP_ERR_NO_ERROR ? e : l->elems[0].err));
-	rd_kafka_topic_partition_list_destroy(l);
-}
-
-enum handled { HANDLED, STOPPED, FAILED };
+enum handled { HANDLED, STOPPED, REWIND, FAILED };
 
 /* Process one message to a final outcome, retrying transient database
  * errors with backoff (never skipping the message). STOPPED: a stop came
- * during the retries and nothing was recorded; FAILED: a permanent error. */
-static enum handled handle(struct apply *ap, const rd_kafka_message_t *rkm)
+ * during the retries and nothing was recorded; REWIND: the connection was
+ * re-established with asynchronous commits on, go back to the committed
+ * offsets (this message comes again); FAILED: a permanent error. */
+static enum handled handle(const rd_kafka_message_t *rkm)
 {
 	struct apply_msg m;
 	char why[256], err[1024];
@@ -237,8 +278,12 @@ static enum handled handle(struct apply *ap, const rd_kafka_message_t *rkm)
 
 	counters.received++;
 	for (;;) {
-		if (apply_lost(ap) && !apply_connect(ap, &stop))
-			return STOPPED;
+		if (apply_lost(ap)) {
+			if (!apply_connect(ap, &stop))
+				return STOPPED;
+			if (cfg.consumer_commit_interval_ms > 0)
+				return REWIND;
+		}
 		r = good ? apply_event(ap, &m, err, sizeof err)
 			 : apply_poison(ap, &m, why, err, sizeof err);
 		if (r != APPLY_RETRY)
@@ -336,7 +381,8 @@ int main(int argc, char **argv)
 	 * transactions commit asynchronously: one WAL flush per interval
 	 * (commit_offsets) instead of one per message. */
 	ap = apply_new(conf_sink_conninfo(&cfg), (int)id, au, cfg.consumer_commit_interval_ms > 0);
-	if (ap == NULL) {
+	done = offsets_new(cfg.kafka_topic);
+	if (ap == NULL || done == NULL) {
 		log_error("out of memory");
 		goto out;
 	}
@@ -389,11 +435,17 @@ int main(int argc, char **argv)
 		}
 		if (t_first == 0)
 			t_first = util_mono_ms();
-		switch (handle(ap, rkm)) {
+		switch (handle(rkm)) {
 		case HANDLED:
-			store_offset(rk, rkm);
+			offsets_done(done, rkm->partition, rkm->offset);
 			if (cfg.consumer_commit_interval_ms == 0)
 				commit_offsets(rk, false);
+			break;
+		case REWIND:
+			if (!rewind_to_committed(rk)) {
+				rc = 1; /* a restart rewinds too */
+				stop = 1;
+			}
 			break;
 		case STOPPED:
 			log_info("stopping during retries; [%" PRId32 "] offset %" PRId64
@@ -424,5 +476,6 @@ out:
 	}
 	apply_free(ap);
 	audit_close(au);
+	offsets_free(done);
 	return rc;
 }

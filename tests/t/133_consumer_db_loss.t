@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# The consumer's database goes away under load: first its backend is killed
+# with SIGKILL (PostgreSQL then resets every session and recovers from the
+# WAL on disk, like a server crash: asynchronously committed transactions
+# not yet flushed are gone), later its session is terminated (57P01). The
+# consumer keeps running, reconnects, rewinds to its committed offsets, and
+# every event is still applied exactly once with no gap.
+. "$(dirname "$0")/../lib.sh"
+
+services_up
+reset_db
+fresh_topic
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/outboxd-133.XXXXXX")
+pid=
+trap 'kill -KILL $pid 2>/dev/null; rm -rf "$tmp"' EXIT
+conf="$tmp/test.conf"
+cat >"$conf" <<EOF
+[kafka]
+topic = $OUTBOX_TOPIC
+[consumer]
+group_id = $OUTBOX_GROUP
+commit_interval_ms = 200
+[supervisor]
+audit_file = $tmp/audit.jsonl
+EOF
+out=$("$BIN/orders" -c "$conf" --mode naive --orders 2000 --events-per-order 5 --quiet 2>>"$tmp/orders.log")
+ok $? "naive orders produced: $out"
+read -r total distinct < <(topic_counts "$OUTBOX_TOPIC")
+is "$total" "10000" "10,000 messages on the topic"
+
+"$BIN/outbox-consumer" -c "$conf" --id 2 >"$tmp/consumer.log" 2>&1 &
+pid=$!
+applied() { q "SELECT count(*) FROM sink.side_effects" 2>/dev/null || echo 0; }
+some() { [ "$(applied)" -ge "$1" ]; }
+backend() { q "SELECT pid FROM pg_stat_activity WHERE application_name = 'outbox-consumer-2'" 2>/dev/null; }
+
+wait_for 30 some 1000
+ok $? "the consumer is applying"
+n=$(applied) b=$(backend)
+kill -KILL "$b" 2>/dev/null
+ok $? "SIGKILL to the consumer's backend ($b) at $n applied"
+up() { q "SELECT 1" >/dev/null 2>&1; }
+wait_for 30 up
+ok $? "PostgreSQL is back after crash recovery"
+wait_for 30 some 5000
+ok $? "the consumer goes on after the crash"
+q "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+   WHERE application_name = 'outbox-consumer-2'" >/dev/null
+ok $? "terminate the consumer's session at $(applied) applied"
+wait_for 40 some 10000
+ok $? "everything applied"
+sleep 1
+kill -0 "$pid" 2>/dev/null
+ok $? "the consumer never exited"
+kill -TERM "$pid"
+wait "$pid"
+is "$?" "0" "it exits 0 on SIGTERM"
+
+is "$(applied)" "10000" "side effects = messages on the topic"
+is "$(q "SELECT count(DISTINCT event_id) FROM sink.side_effects")" "$distinct" "every event id applied once"
+is "$(q "SELECT count(*) FROM sink.order_projection WHERE last_seq <> 5 OR events_applied <> 5")" "0" \
+	"every order at seq 5 with 5 events applied"
+is "$(q "SELECT count(*) FROM sink.ordering_audit WHERE kind <> 'duplicate'")" "0" \
+	"no gap (nothing skipped past a lost transaction)"
+cmp_ok "$(grep -c 'rewound' "$tmp/consumer.log")" -ge 2 "the consumer rewound after each loss"
+cmp_ok "$(q "SELECT retries FROM sink.consumers WHERE consumer_id = 2")" -ge 2 "retries counted"
+if [ "$T_FAILED" -gt 0 ]; then grep -v DEBUG "$tmp/consumer.log" | tail -n 40 | sed 's/^/# /'; fi
+done_testing
