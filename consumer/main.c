@@ -1,11 +1,21 @@
 /* outbox-consumer: one consumer worker.
  *
  * Reads the event topic in a consumer group and applies each event in one
- * sink transaction (see apply.c). A message's offset is stored only after
+ * sink transaction (see apply.c). A message's offset is recorded only after
  * its transaction committed (or after it was audited as a duplicate, gap or
- * poison message), and stored offsets are committed every
+ * poison message), and recorded offsets are committed to Kafka every
  * [consumer] commit_interval_ms, on revoke and at shutdown. A crash at any
- * point therefore re-delivers, never skips. */
+ * point therefore re-delivers, never skips.
+ *
+ * With commit_interval_ms > 0 the per-message transactions commit with
+ * synchronous_commit = off, and every Kafka offset commit is preceded by one
+ * synchronous commit (the counters row), whose WAL flush makes all earlier
+ * applies durable: one fsync per interval instead of one per message. If
+ * the database connection is lost, applies since that flush are in doubt (a
+ * server crash loses them), so the consumer rewinds its partitions to the
+ * committed offsets and processes from there again; the inbox and the
+ * projection's last_seq drop whatever did survive. With 0, every message
+ * commits synchronously and its offset is committed right after. */
 #include <getopt.h>
 #include <inttypes.h>
 #include <signal.h>
