@@ -12,15 +12,16 @@ is "$(q 'SELECT 1')" "1" "PostgreSQL answers on \$PGPORT"
 is "$(q 'SHOW wal_level')" "logical" "wal_level is logical"
 
 fresh_topic
+# one partition, so the order read back is the order written
 msg="hello-$RANDOM"
-printf '%s\n' "$msg" | kcat -b "$OUTBOX_KAFKA" -P -t "$OUTBOX_TOPIC" 2>/dev/null
+printf '%s\n' "$msg" | kcat -b "$OUTBOX_KAFKA" -P -p 0 -t "$OUTBOX_TOPIC" 2>/dev/null
 ok $? "kcat produced a message to the real broker"
 got=$(kcat -b "$OUTBOX_KAFKA" -C -t "$OUTBOX_TOPIC" -o beginning -e -q 2>/dev/null)
 is "$got" "$msg" "and consumed the same message back"
 
 bash scripts/services restart kafka >/dev/null 2>&1
 ok $? "restart kafka"
-printf 'after-restart\n' | kcat -b "$OUTBOX_KAFKA" -P -t "$OUTBOX_TOPIC" 2>/dev/null
+printf 'after-restart\n' | kcat -b "$OUTBOX_KAFKA" -P -p 0 -t "$OUTBOX_TOPIC" 2>/dev/null
 got=$(kcat -b "$OUTBOX_KAFKA" -C -t "$OUTBOX_TOPIC" -o beginning -e -q 2>/dev/null | tr '\n' ' ')
 is "$got" "$msg after-restart " "the broker kept its data and takes new messages after a restart"
 
