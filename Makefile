@@ -27,13 +27,14 @@ UNIT_BIN := $(patsubst tests/t/%.c,$(BUILD)/t/%,$(UNIT_SRC))
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(patsubst $(BUILD)/%,%,$(1)))
 
-.PHONY: all debug asan check unit services demo chaos bench clean help
+.PHONY: all debug asan deps check check-run unit services demo chaos bench clean help
 all: $(addprefix $(BIN)/,$(PROGS))
 
 help:
 	@echo "make          build bin/ (outboxd outbox-relay outbox-consumer orders outboxctl)"
 	@echo "make check    start the local services and run the TAP suite (prove)"
 	@echo "make demo     the crash-injection story end to end on the local services"
+	@echo "make chaos    the crash schedule alone (scripts/chaos --help for its options)"
 	@echo "make debug    ASan/UBSan build into build/debug and bin-debug/, unit tests under it"
 	@echo "make clean    remove build output"
 
@@ -66,7 +67,15 @@ $(BUILD)/t/%: tests/t/%.c $(call obj,$(COMMON)) tests/tap.h
 unit: $(UNIT_BIN)
 	prove -f $(UNIT_BIN)
 
-check: all $(UNIT_BIN)
+# check and demo install what is missing first, then build in a second make
+# (the pkg-config flags above are read when make starts).
+deps:
+	bash scripts/deps
+
+check: deps
+	@$(MAKE) --no-print-directory check-run
+
+check-run: all $(UNIT_BIN)
 	bash scripts/services up
 	prove -f $(UNIT_BIN) $(sort $(wildcard tests/t/1*.t))
 
@@ -76,10 +85,12 @@ debug asan:
 services:
 	bash scripts/services up
 
-demo: all
+demo: deps
+	@$(MAKE) --no-print-directory all
 	bash scripts/demo
 
-chaos: all
+chaos: deps
+	@$(MAKE) --no-print-directory all
 	bash scripts/chaos
 
 clean:
