@@ -102,6 +102,7 @@ bool crash_setup(char *err, size_t errlen)
 	const char *spec = getenv("OUTBOX_CRASH");
 	const char *seed = getenv("OUTBOX_CRASH_SEED");
 	const char *pause = getenv("OUTBOX_PAUSE");
+	const char *salt;
 
 	crash_count = 0;
 	if (seed != NULL && *seed != '\0') {
@@ -113,6 +114,17 @@ bool crash_setup(char *err, size_t errlen)
 			return false;
 		}
 		crash_rng ^= s * 0xbf58476d1ce4e5b9ULL;
+		/* A respawned worker must not replay its predecessor's coins (a
+		 * crash on the first draw would repeat forever): the supervisor
+		 * names each incarnation, and the name is mixed into the seed. */
+		salt = getenv("OUTBOX_CRASH_SALT");
+		if (salt != NULL) {
+			uint64_t h = 0xcbf29ce484222325ULL; /* FNV-1a */
+
+			for (const char *c = salt; *c != '\0'; c++)
+				h = (h ^ (unsigned char)*c) * 0x100000001b3ULL;
+			crash_rng ^= h * 0x94d049bb133111ebULL;
+		}
 	} else {
 		crash_rng ^= ((uint64_t)getpid() << 32) ^ (uint64_t)time(NULL);
 	}

@@ -6,7 +6,9 @@
 
 /* Crash injection. OUTBOX_CRASH="point:probability[,point:probability...]"
  * arms named points; OUTBOX_CRASH_SEED=N makes the draws repeatable (the
- * worker's pid is mixed in unless OUTBOX_CRASH_SEED is set). A crash is
+ * worker's pid is mixed in unless OUTBOX_CRASH_SEED is set; OUTBOX_CRASH_SALT,
+ * which outboxd sets to "role.index.start" for each worker it forks, gives
+ * every incarnation draws of its own under the same seed). A crash is
  * _exit(CRASH_EXIT_CODE) with no cleanup and no flush. When OUTBOX_CRASH_LOG
  * names a file, the point's name is appended to it (one write) first, so a
  * harness can count crashes by kind.

@@ -3,7 +3,9 @@
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -55,10 +57,10 @@ static void proc_child_reset_signals(void)
 
 bool proc_spawn(struct proc *p, const struct proc_exec *x, char *err, size_t errlen)
 {
-	char path[1024], id[16];
+	char path[1024], id[16], salt[64];
 	const char *argv[10];
 	int n = 0;
-	pid_t pid;
+	pid_t pid, parent = getpid();
 
 	snprintf(path, sizeof path, "%s/%s", x->bin_dir,
 		 p->role == PROC_RELAY ? "outbox-relay" : "outbox-consumer");
@@ -83,6 +85,14 @@ bool proc_spawn(struct proc *p, const struct proc_exec *x, char *err, size_t err
 	}
 	if (pid == 0) {
 		proc_child_reset_signals();
+		/* If the supervisor dies without a goodbye (SIGKILL), its workers
+		 * get SIGTERM and finish their batch instead of running on as
+		 * orphans beside the next supervisor's workers. */
+		if (prctl(PR_SET_PDEATHSIG, SIGTERM) != 0 || getppid() != parent)
+			_exit(1);
+		snprintf(salt, sizeof salt, "%s.%d.%llu", proc_role_name(p->role), p->index,
+			 (unsigned long long)p->ctr.starts);
+		setenv("OUTBOX_CRASH_SALT", salt, 1);
 		execv(path, (char *const *)argv);
 		log_error("%s[%d]: cannot exec %s: %s", proc_role_name(p->role), p->index, path,
 			  strerror(errno));

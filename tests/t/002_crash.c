@@ -9,6 +9,48 @@
 #include "log.h"
 #include "tap.h"
 
+/* In a child with OUTBOX_CRASH_SEED=seed and OUTBOX_CRASH_SALT=salt (NULL:
+ * unset), draw a 0.5 point up to 64 times; return the index of the draw that
+ * crashed (64 if none did). */
+static int first_crash(const char *seed, const char *salt)
+{
+	int fd[2], status, last = 64;
+	char buf[64];
+	pid_t pid;
+	ssize_t n;
+
+	if (pipe(fd) != 0)
+		return -1;
+	pid = fork();
+	if (pid == 0) {
+		char err[256];
+
+		close(fd[0]);
+		setenv("OUTBOX_CRASH", "t.half:0.5", 1);
+		setenv("OUTBOX_CRASH_SEED", seed, 1);
+		if (salt != NULL)
+			setenv("OUTBOX_CRASH_SALT", salt, 1);
+		else
+			unsetenv("OUTBOX_CRASH_SALT");
+		if (!crash_setup(err, sizeof err))
+			_exit(3);
+		for (unsigned char i = 0; i < 64; i++) {
+			if (write(fd[1], &i, 1) != 1)
+				_exit(3);
+			crash_point("t.half");
+		}
+		_exit(0);
+	}
+	close(fd[1]);
+	while ((n = read(fd[0], buf, sizeof buf)) > 0)
+		last = (unsigned char)buf[n - 1];
+	close(fd[0]);
+	waitpid(pid, &status, 0);
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != CRASH_EXIT_CODE)
+		return 64;
+	return last;
+}
+
 int main(void)
 {
 	char err[256];
@@ -75,6 +117,23 @@ int main(void)
 	}
 	ok(crashed > 450 && crashed < 750, "about 30% of seeded draws crash");
 	diag("%d of 2000 crashed", crashed);
+
+	/* The salt outboxd gives each worker incarnation: same seed and salt,
+	 * same draws; another salt, other draws (over 8 salts, not all equal). */
+	{
+		int a = first_crash("5", "relay.0.1"), b = first_crash("5", "relay.0.1");
+		int differ = 0;
+		char salt[32];
+
+		is_int(a, b, "same seed and salt: the crash comes at the same draw");
+		for (int i = 2; i < 10; i++) {
+			snprintf(salt, sizeof salt, "relay.0.%d", i);
+			differ += first_crash("5", salt) != a;
+		}
+		ok(differ > 0, "other salts under the same seed crash at other draws");
+		diag("first crash at draw %d; %d of 8 other salts differ", a, differ);
+	}
+	unsetenv("OUTBOX_CRASH_SALT");
 	setenv("OUTBOX_CRASH", "bad", 1);
 	ok(!crash_setup(err, sizeof err), "crash_setup rejects a malformed OUTBOX_CRASH");
 	return done_testing();
