@@ -287,7 +287,8 @@ bool conf_load(struct conf *c, const char *path, char *err, size_t errlen)
 	}
 	if (!conf_env(c, "OUTBOX_PG", c->db_conninfo, sizeof c->db_conninfo, err, errlen) ||
 	    !conf_env(c, "OUTBOX_KAFKA", c->kafka_brokers, sizeof c->kafka_brokers, err, errlen) ||
-	    !conf_env(c, "OUTBOX_TOPIC", c->kafka_topic, sizeof c->kafka_topic, err, errlen))
+	    !conf_env(c, "OUTBOX_TOPIC", c->kafka_topic, sizeof c->kafka_topic, err, errlen) ||
+	    !conf_env(c, "OUTBOX_GROUP", c->consumer_group, sizeof c->consumer_group, err, errlen))
 		return false;
 	snprintf(c->kafka_dlq_topic, sizeof c->kafka_dlq_topic, "%s.dlq", c->kafka_topic);
 	return true;

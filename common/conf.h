@@ -59,7 +59,7 @@ void conf_defaults(struct conf *c);
 /* Load the configuration. path NULL means $OUTBOX_CONF, else
  * conf/outboxd.conf, and a missing default file means "defaults only"; an
  * explicit path must exist. Environment overrides (OUTBOX_PG, OUTBOX_KAFKA,
- * OUTBOX_TOPIC) apply last. On error returns false with "FILE:LINE: message"
+ * OUTBOX_TOPIC, OUTBOX_GROUP) apply last. On error returns false with "FILE:LINE: message"
  * (or "FILE: message") in err; the caller exits 2. */
 bool conf_load(struct conf *c, const char *path, char *err, size_t errlen)
 	__attribute__((warn_unused_result));
