@@ -542,9 +542,11 @@ static enum pass_result relay_pass(struct relay *r)
 		goto out;
 	}
 	t_kafka = util_mono_ms();
-	crash_point("relay.after_publish");
+	/* The log line goes out before the crash point, so a pass that dies
+	 * after the broker's acknowledgement still shows what it published. */
 	if (r->log_fd >= 0 && !publish_log_write(r->log_fd, r->id, pass_id, r->rows, n, claimed_us))
 		log_warn("publish log %s: write failed: %s", c->relay_publish_log, strerror(errno));
+	crash_point("relay.after_publish");
 
 	/* Mark each aggregate's acknowledged prefix: walk its rows in seq
 	 * order, mark while the report is a success, stop at the first
