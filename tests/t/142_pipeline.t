@@ -118,8 +118,7 @@ is "$(q "SELECT count(*) FROM sink.side_effects")" "35000" "35,000 events applie
 
 # SIGKILL of outboxd itself: its workers are told (PR_SET_PDEATHSIG) and stop.
 wait_for 20 workers_running
-kill -KILL "$SUP_PID"
-wait "$SUP_PID" 2>/dev/null
+{ kill -KILL "$SUP_PID"; wait "$SUP_PID"; } 2>/dev/null
 SUP_PID=
 wait_for 20 no_workers
 ok $? "after SIGKILL of outboxd its workers stop on their own"
