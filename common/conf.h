@@ -39,6 +39,9 @@ struct conf {
 	char relay_publish_log[CONF_STR];   /* [relay] publish_log ("" = off) */
 	char relay_slot[64];                /* [relay] slot_name */
 	char relay_publication[64];         /* [relay] publication */
+	int relay_heartbeat_ms;             /* [relay] heartbeat_ms (cdc) */
+	int relay_wal_warn_mb;              /* [relay] wal_warn_mb (cdc) */
+	int relay_wal_budget_mb;            /* [relay] wal_budget_mb (cdc) */
 
 	char consumer_group[256];           /* [consumer] group_id */
 	char consumer_conninfo[CONF_STR];   /* [consumer] conninfo ("" = database's) */

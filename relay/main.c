@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cdc.h"
 #include "conf.h"
 #include "crash.h"
 #include "log.h"
@@ -94,10 +95,8 @@ int main(int argc, char **argv)
 		fprintf(stderr, "outbox-relay: %s\n", err);
 		return 2;
 	}
-	if (cfg.relay_mode == RELAY_CDC) {
-		fprintf(stderr, "outbox-relay: cdc mode is not yet available\n");
-		return 1;
-	}
 	util_on_signals(relay_on_signal);
+	if (cfg.relay_mode == RELAY_CDC)
+		return cdc_run(&cfg, (int)id, &relay_stop, &relay_hup);
 	return poll_run(&cfg, (int)id, &relay_stop, &relay_hup);
 }

@@ -91,6 +91,7 @@ static const char SQL_CLAIM[] =
 	"       event_type, payload::text "
 	"  FROM public.outbox "
 	" WHERE sent_at IS NULL "
+	"   AND id <= $2 "
 	"   AND pg_try_advisory_xact_lock(" RELAY_STR(RELAY_LOCK_NS) ", hashtext(aggregate_id)) "
 	" ORDER BY id "
 	" LIMIT $1 "
@@ -136,7 +137,7 @@ static const struct {
 	const char *sql;
 	int nparams;
 } relay_statements[] = {
-	{ "relay_claim", SQL_CLAIM, 1 },
+	{ "relay_claim", SQL_CLAIM, 2 },
 	{ "relay_recheck", SQL_RECHECK, 1 },
 	{ "relay_mark_sent", SQL_MARK_SENT, 1 },
 	{ "relay_mark_failed", SQL_MARK_FAILED, 2 },
@@ -187,6 +188,7 @@ struct relay {
 	struct agg_min *mins;
 	int cap;
 	int64_t pass_no;
+	int64_t max_id;             /* claim only rows with id <= this */
 	int log_fd;
 	struct relay_counters ctr;
 	int64_t counters_ms;        /* last outboxd_relays refresh */
@@ -425,7 +427,7 @@ static enum pass_result relay_pass(struct relay *r)
 {
 	const struct conf *c = r->cfg;
 	PGresult *claim = NULL, *res = NULL;
-	char err[1024] = "", pass_id[64], limit[16], first_err[256] = "";
+	char err[1024] = "", pass_id[64], limit[16], bound[24], first_err[256] = "";
 	const char *params[2];
 	int n = 0, nmins = 0, enq = 0, acked = 0, failed = 0, marked = 0, unmarked = 0;
 	int64_t claimed_us, t0 = util_mono_ms(), t_claim = 0, t_kafka = 0, t_mark = 0;
@@ -436,8 +438,10 @@ static enum pass_result relay_pass(struct relay *r)
 	if (!db_exec(r->conn, "BEGIN", err, sizeof err))
 		goto db_fail;
 	snprintf(limit, sizeof limit, "%d", c->relay_batch_size);
+	snprintf(bound, sizeof bound, "%" PRId64, r->max_id);
 	params[0] = limit;
-	claim = PQexecPrepared(r->conn, "relay_claim", 1, params, NULL, NULL, 0);
+	params[1] = bound;
+	claim = PQexecPrepared(r->conn, "relay_claim", 2, params, NULL, NULL, 0);
 	claimed_us = util_now_us();
 	if (PQresultStatus(claim) != PGRES_TUPLES_OK) {
 		db_error(r->conn, claim, err, sizeof err);
@@ -717,8 +721,11 @@ static void relay_free(struct relay *r)
 	free(r->a3.s);
 }
 
-int poll_run(const struct conf *c, int relay_id, volatile sig_atomic_t *stop,
-	     volatile sig_atomic_t *hup)
+/* The relay's loop. drain: return 0 as soon as the backlog is caught up
+ * (a pass claimed nothing, or, with until_idle false, less than a batch)
+ * instead of waiting for more; only rows with id <= max_id are claimed. */
+static int poll_loop(const struct conf *c, int relay_id, volatile sig_atomic_t *stop,
+		     volatile sig_atomic_t *hup, int64_t max_id, bool drain, bool until_idle)
 {
 	struct relay r;
 	char err[1024], masked[1024];
@@ -731,6 +738,7 @@ int poll_run(const struct conf *c, int relay_id, volatile sig_atomic_t *stop,
 	r.id = relay_id;
 	r.stop = stop;
 	r.log_fd = -1;
+	r.max_id = max_id;
 	r.cap = c->relay_batch_size;
 	r.started_us = util_now_us();
 	r.summary_ms = util_mono_ms();
@@ -758,7 +766,8 @@ int poll_run(const struct conf *c, int relay_id, volatile sig_atomic_t *stop,
 		goto out;
 	}
 	log_mask_conninfo(c->db_conninfo, masked, sizeof masked);
-	log_info("poll relay %d started: database \"%s\", brokers %s, topic %s, batch %d, "
+	if (!drain)
+		log_info("poll relay %d started: database \"%s\", brokers %s, topic %s, batch %d, "
 		 "interval %d ms, notify %s", relay_id, masked, c->kafka_brokers, c->kafka_topic,
 		 c->relay_batch_size, c->relay_poll_interval_ms, c->relay_notify ? "on" : "off");
 
@@ -766,7 +775,7 @@ int poll_run(const struct conf *c, int relay_id, volatile sig_atomic_t *stop,
 		int64_t now;
 		enum pass_result pr;
 
-		if (*hup) {
+		if (hup != NULL && *hup) {
 			*hup = 0;
 			log_info("SIGHUP received (configuration reload is not implemented yet)");
 		}
@@ -801,6 +810,10 @@ int poll_run(const struct conf *c, int relay_id, volatile sig_atomic_t *stop,
 		r.notified = false;
 		pr = relay_pass(&r);
 		now = util_mono_ms();
+		if (drain && (pr == PASS_IDLE || (pr == PASS_OK && !until_idle))) {
+			rc = 0;
+			goto out;
+		}
 		switch (pr) {
 		case PASS_IDLE:
 		case PASS_OK:
@@ -837,7 +850,7 @@ int poll_run(const struct conf *c, int relay_id, volatile sig_atomic_t *stop,
 				r.notified = true;
 		}
 	}
-	rc = 0;
+	rc = drain ? 1 : 0; /* a drain that was stopped did not finish */
 	relay_counters_flush(&r);
 	relay_summary(&r, true);
 	log_info("stopped after %" PRId64 " passes: published %" PRId64 ", acked %" PRId64
@@ -846,4 +859,16 @@ int poll_run(const struct conf *c, int relay_id, volatile sig_atomic_t *stop,
 out:
 	relay_free(&r);
 	return rc;
+}
+
+int poll_run(const struct conf *c, int relay_id, volatile sig_atomic_t *stop,
+	     volatile sig_atomic_t *hup)
+{
+	return poll_loop(c, relay_id, stop, hup, INT64_MAX, false, false);
+}
+
+int poll_drain(const struct conf *c, int relay_id, int64_t max_id, bool until_idle,
+	       volatile sig_atomic_t *stop)
+{
+	return poll_loop(c, relay_id, stop, NULL, max_id, true, until_idle);
 }

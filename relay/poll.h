@@ -7,6 +7,8 @@
  * and cannot reorder an aggregate's events across relays. */
 
 #include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
 
 #include "conf.h"
 
@@ -15,5 +17,13 @@
  * finishes first), 1 on a retryable failure, 2 on a configuration error. */
 int poll_run(const struct conf *c, int relay_id, volatile sig_atomic_t *stop,
 	     volatile sig_atomic_t *hup) __attribute__((warn_unused_result));
+
+/* Publish the backlog by polling, then return (the CDC relay's catch-up).
+ * Only rows with id <= max_id are claimed. until_idle: return once a pass
+ * claims nothing; otherwise once a pass claims less than a batch. Returns
+ * 0 when caught up, 1 when stopped or on a failure that needs a restart, 2
+ * on a configuration error. */
+int poll_drain(const struct conf *c, int relay_id, int64_t max_id, bool until_idle,
+	       volatile sig_atomic_t *stop) __attribute__((warn_unused_result));
 
 #endif

@@ -1,0 +1,1255 @@
+/* The CDC relay.
+ *
+ * Why nothing is lost:
+ *
+ *  1. The slot's confirmed position (the flush LSN we report) moves past a
+ *     transaction only after Kafka acknowledged every event of it and of
+ *     every earlier transaction, AND those rows were marked sent. A restart
+ *     (ours, a standby's, after a crash anywhere) streams again from the
+ *     confirmed position: at-least-once, in commit order.
+ *
+ *  2. Rows committed before the slot existed are not in it. Whenever this
+ *     relay creates the slot (first start, or after giving an invalidated
+ *     slot up), it first publishes the backlog by polling, then creates the
+ *     slot, then polls once more for every unsent row with an id up to the
+ *     largest one visible right after the creation: every transaction that
+ *     committed before the slot's consistent point is visible then, every
+ *     later one is in the slot. Only then does it stream. The polling and the
+ *     streaming run one after the other in this process, so an order's
+ *     events still go out in sequence (a row both polled and streamed is a
+ *     duplicate, which consumers drop).
+ *
+ *  3. sent_at stays the truth for "published": a streamed row is marked
+ *     before its transaction is confirmed, so a polling relay that takes
+ *     over (mode switch, fallback) publishes exactly the rows that may not
+ *     have been.
+ *
+ * Why exactly one relay streams: the active relay holds a session advisory
+ * lock keyed by the slot name on its ordinary connection; standbys try it
+ * every CDC_STANDBY_MS. A killed relay's sessions end with it, the lock is
+ * released, a standby gets it and starts streaming (the server also refuses
+ * a second walsender on an active slot: we retry until the old one is gone).
+ *
+ * Slot safety: heartbeats (pg_logical_emit_message) put something in the
+ * WAL every heartbeat_ms so an idle outbox does not hold the slot back;
+ * keepalive positions are confirmed when nothing is in flight; retained
+ * WAL is checked every CDC_SLOT_CHECK_MS, warned about above wal_warn_mb,
+ * and above wal_budget_mb (or when the server invalidated the slot) the
+ * slot is dropped and recreated by way of 2.
+ */
+#include "cdc.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <libpq-fe.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "crash.h"
+#include "db.h"
+#include "kafka.h"
+#include "log.h"
+#include "poll.h"
+#include "publish.h"
+#include "util.h"
+
+/* First key of the slot's leader lock (the second is hashtext(slot)). */
+#define CDC_LOCK_NS 1868724325
+#define CDC_STANDBY_MS 500        /* standby's lock attempts */
+#define CDC_STATUS_MS 1000        /* standby status update at least this often */
+#define CDC_SLOT_CHECK_MS 5000    /* retained WAL check */
+#define CDC_WARN_EVERY_MS 60000   /* retained-WAL warning repeat */
+#define CDC_MARK_MS 50            /* mark acknowledged rows at least this often */
+#define CDC_MARK_MAX 5000         /* ... or when this many are waiting */
+#define CDC_COUNTERS_MS 1000
+#define CDC_SUMMARY_MS 10000
+#define CDC_BACKOFF_BASE_MS 100
+#define CDC_WAIT_MS 100           /* socket wait slice */
+#define CDC_PG_EPOCH_US INT64_C(946684800000000) /* 2000-01-01 in Unix µs */
+
+/* The outbox columns a message needs, in this order. */
+enum { COL_ID, COL_EVENT_ID, COL_AGG_TYPE, COL_AGG_ID, COL_SEQ, COL_EVENT_TYPE, COL_PAYLOAD,
+       NCOLS };
+static const char *const cdc_colnames[NCOLS] = {
+	"id", "event_id", "aggregate_type", "aggregate_id", "aggregate_seq", "event_type",
+	"payload",
+};
+
+/* A relation from a Relation message; resent by the server after a schema
+ * change, and then replaced here. */
+struct cdc_rel {
+	uint32_t relid;
+	bool outbox;        /* public.outbox (or a partition published as it) */
+	int col[NCOLS];     /* tuple position of each needed column, -1 missing */
+};
+
+/* One streamed event. row must come first: the delivery report's opaque
+ * is &row (publish.c records the outcome there). */
+struct cdc_event {
+	struct publish_row row;
+	char event_id[37];
+	char strs[];        /* aggregate_id, aggregate_type, event_type */
+};
+
+/* One transaction, from Begin to the acknowledgement of its last event. */
+struct cdc_txn {
+	struct cdc_txn *next;
+	uint64_t end_lsn;   /* from Commit; 0 until then */
+	int64_t recv_us;
+	int n, cap;
+	struct cdc_event **ev;
+};
+
+struct cdc_counters {
+	int64_t txns, published, acked, failed, marked, heartbeats, restarts;
+};
+
+struct cdc {
+	const struct conf *cfg;
+	int id;
+	volatile sig_atomic_t *stop;
+	char host[256];
+	int64_t started_us;
+	PGconn *db;            /* leader lock, marks, heartbeats, slot checks */
+	PGconn *repl;          /* replication=database, COPY BOTH while streaming */
+	struct publisher pub;
+	bool leader;
+	int log_fd;
+	int64_t session;       /* stream sessions started, for the publish log */
+	char pass_id[64];
+
+	struct cdc_rel *rels;
+	int nrels, relcap;
+	struct cdc_txn *head, *tail; /* committed, not yet fully acknowledged */
+	struct cdc_txn *cur;         /* between Begin and Commit */
+
+	uint64_t write_lsn;    /* last position received */
+	uint64_t flush_lsn;    /* last position confirmed to the server */
+	uint64_t pending_lsn;  /* end of the acknowledged prefix awaiting its marks */
+	int64_t *mark_ids;
+	int nmark, markcap;
+	int64_t mark_first_ms;
+	char *arr;             /* scratch for the id array literal */
+	size_t arrcap;
+
+	int64_t status_ms, heartbeat_ms, slot_ms, warn_ms, counters_ms, summary_ms;
+	int64_t summary_published;
+	struct cdc_counters ctr;
+};
+
+enum lead_result {
+	LEAD_OK,        /* go on (to the next step: streaming) */
+	LEAD_STOPPED,   /* *stop: clean end */
+	LEAD_RETRY,     /* stream or broker trouble: back off, stream again */
+	LEAD_DB_LOST,   /* the ordinary connection is gone: leadership too */
+	LEAD_CONFIG,    /* cannot work with this configuration/schema */
+};
+
+static const char SQL_MARK[] =
+	"UPDATE public.outbox SET sent_at = now() "
+	" WHERE id = ANY($1::bigint[]) AND sent_at IS NULL";
+
+static const char SQL_SLOT[] =
+	"SELECT plugin, coalesce(wal_status, ''), coalesce(active_pid, 0), "
+	"       coalesce((pg_current_wal_lsn() - restart_lsn)::bigint, -1), "
+	"       coalesce((confirmed_flush_lsn - '0/0'::pg_lsn)::bigint, 0) "
+	"  FROM pg_replication_slots WHERE slot_name = $1";
+
+static const char SQL_COUNTERS[] =
+	"INSERT INTO public.outboxd_relays AS r (relay_id, host, pid, mode, started_at, "
+	"    updated_at, passes, published, acked, failed, marked) "
+	"VALUES ($1::int, $2, $3::int, $4, to_timestamp($5::double precision / 1000000), "
+	"    now(), $6::bigint, $7::bigint, $8::bigint, $9::bigint, $10::bigint) "
+	"ON CONFLICT (host, relay_id) DO UPDATE SET pid = EXCLUDED.pid, mode = EXCLUDED.mode, "
+	"    started_at = EXCLUDED.started_at, updated_at = EXCLUDED.updated_at, "
+	"    passes = EXCLUDED.passes, published = EXCLUDED.published, acked = EXCLUDED.acked, "
+	"    failed = EXCLUDED.failed, marked = EXCLUDED.marked";
+
+/* ---- protocol helpers --------------------------------------------------- */
+
+static bool cdc_get_n(struct cdc_reader *r, size_t n, uint64_t *v)
+{
+	uint64_t x = 0;
+
+	if ((size_t)(r->end - r->p) < n)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		x = x << 8 | r->p[i];
+	r->p += n;
+	*v = x;
+	return true;
+}
+
+bool cdc_get_u8(struct cdc_reader *r, uint8_t *v)
+{
+	uint64_t x;
+
+	if (!cdc_get_n(r, 1, &x))
+		return false;
+	*v = (uint8_t)x;
+	return true;
+}
+
+bool cdc_get_u16(struct cdc_reader *r, uint16_t *v)
+{
+	uint64_t x;
+
+	if (!cdc_get_n(r, 2, &x))
+		return false;
+	*v = (uint16_t)x;
+	return true;
+}
+
+bool cdc_get_u32(struct cdc_reader *r, uint32_t *v)
+{
+	uint64_t x;
+
+	if (!cdc_get_n(r, 4, &x))
+		return false;
+	*v = (uint32_t)x;
+	return true;
+}
+
+bool cdc_get_u64(struct cdc_reader *r, uint64_t *v)
+{
+	return cdc_get_n(r, 8, v);
+}
+
+bool cdc_get_str(struct cdc_reader *r, const char **s)
+{
+	const unsigned char *nul = memchr(r->p, '\0', (size_t)(r->end - r->p));
+
+	if (nul == NULL)
+		return false;
+	*s = (const char *)r->p;
+	r->p = nul + 1;
+	return true;
+}
+
+void cdc_lsn_str(uint64_t lsn, char out[24])
+{
+	snprintf(out, 24, "%X/%X", (unsigned)(lsn >> 32), (unsigned)(lsn & 0xffffffffu));
+}
+
+static void put_u64(unsigned char *p, uint64_t v)
+{
+	for (int i = 7; i >= 0; i--, v >>= 8)
+		p[i] = (unsigned char)(v & 0xff);
+}
+
+/* ---- connections --------------------------------------------------------- */
+
+static PGconn *cdc_repl_connect(struct cdc *x, char *err, size_t errlen)
+{
+	char appname[64];
+	const char *kw[] = { "dbname", "replication", "application_name", NULL };
+	const char *val[] = { x->cfg->db_conninfo, "database", appname, NULL };
+	PGconn *conn;
+
+	snprintf(appname, sizeof appname, "outbox-relay[%d] cdc", x->id);
+	conn = PQconnectdbParams(kw, val, 1);
+	if (conn == NULL || PQstatus(conn) != CONNECTION_OK) {
+		db_error(conn, NULL, err, errlen);
+		PQfinish(conn);
+		return NULL;
+	}
+	return conn;
+}
+
+/* Run a one-row query with text parameters; the caller clears the result.
+ * NULL with the message in err unless it returned tuples. */
+static PGresult *cdc_query(PGconn *conn, const char *sql, int n, const char *const *params,
+			   char *err, size_t errlen)
+{
+	PGresult *res = PQexecParams(conn, sql, n, NULL, params, NULL, NULL, 0);
+
+	if (PQresultStatus(res) == PGRES_TUPLES_OK)
+		return res;
+	db_error(conn, res, err, errlen);
+	PQclear(res);
+	return NULL;
+}
+
+static void cdc_counters_flush(struct cdc *x)
+{
+	char v[10][32];
+	const char *params[10];
+	PGresult *res;
+
+	if (x->db == NULL)
+		return;
+	snprintf(v[0], sizeof v[0], "%d", x->id);
+	snprintf(v[2], sizeof v[2], "%d", (int)getpid());
+	snprintf(v[4], sizeof v[4], "%" PRId64, x->started_us);
+	snprintf(v[5], sizeof v[5], "%" PRId64, x->ctr.txns);
+	snprintf(v[6], sizeof v[6], "%" PRId64, x->ctr.published);
+	snprintf(v[7], sizeof v[7], "%" PRId64, x->ctr.acked);
+	snprintf(v[8], sizeof v[8], "%" PRId64, x->ctr.failed);
+	snprintf(v[9], sizeof v[9], "%" PRId64, x->ctr.marked);
+	for (int i = 0; i < 10; i++)
+		params[i] = v[i];
+	params[1] = x->host;
+	params[3] = x->leader ? "cdc" : "cdc-standby";
+	res = PQexecParams(x->db, SQL_COUNTERS, 10, NULL, params, NULL, NULL, 0);
+	if (PQresultStatus(res) != PGRES_COMMAND_OK)
+		log_debug("counters: %s", PQresultErrorMessage(res));
+	PQclear(res);
+	x->counters_ms = util_mono_ms();
+}
+
+/* ---- the stream's state -------------------------------------------------- */
+
+static void cdc_txn_free(struct cdc_txn *t)
+{
+	if (t == NULL)
+		return;
+	for (int i = 0; i < t->n; i++)
+		free(t->ev[i]);
+	free(t->ev);
+	free(t);
+}
+
+/* Forget everything in flight: the producer first (so no delivery report
+ * can touch a freed event), then the transactions and the relation cache.
+ * What was not confirmed is streamed again by the next session. */
+static void cdc_stream_reset(struct cdc *x)
+{
+	publish_close(&x->pub);
+	if (x->repl != NULL) {
+		PQfinish(x->repl);
+		x->repl = NULL;
+	}
+	while (x->head != NULL) {
+		struct cdc_txn *t = x->head;
+
+		x->head = t->next;
+		cdc_txn_free(t);
+	}
+	x->tail = NULL;
+	cdc_txn_free(x->cur);
+	x->cur = NULL;
+	x->nrels = 0;
+	x->nmark = 0;
+	x->pending_lsn = 0;
+}
+
+static struct cdc_rel *cdc_rel_find(struct cdc *x, uint32_t relid)
+{
+	for (int i = 0; i < x->nrels; i++)
+		if (x->rels[i].relid == relid)
+			return &x->rels[i];
+	return NULL;
+}
+
+/* Relation message: cache (or replace) the relation's column positions. */
+static bool cdc_on_relation(struct cdc *x, struct cdc_reader *r, char *err, size_t errlen)
+{
+	uint32_t relid, typoid, typmod;
+	uint16_t ncols;
+	uint8_t ident, flags;
+	const char *nsp, *name, *col;
+	struct cdc_rel *rel;
+
+	if (!cdc_get_u32(r, &relid) || !cdc_get_str(r, &nsp) || !cdc_get_str(r, &name) ||
+	    !cdc_get_u8(r, &ident) || !cdc_get_u16(r, &ncols))
+		goto bad;
+	rel = cdc_rel_find(x, relid);
+	if (rel == NULL) {
+		if (x->nrels == x->relcap) {
+			int cap = x->relcap ? x->relcap * 2 : 8;
+			struct cdc_rel *n = realloc(x->rels, (size_t)cap * sizeof *n);
+
+			if (n == NULL) {
+				snprintf(err, errlen, "out of memory");
+				return false;
+			}
+			x->rels = n;
+			x->relcap = cap;
+		}
+		rel = &x->rels[x->nrels++];
+	}
+	rel->relid = relid;
+	rel->outbox = strcmp(nsp, "public") == 0 && strcmp(name, "outbox") == 0;
+	for (int k = 0; k < NCOLS; k++)
+		rel->col[k] = -1;
+	for (int i = 0; i < ncols; i++) {
+		if (!cdc_get_u8(r, &flags) || !cdc_get_str(r, &col) || !cdc_get_u32(r, &typoid) ||
+		    !cdc_get_u32(r, &typmod))
+			goto bad;
+		for (int k = 0; k < NCOLS; k++)
+			if (strcmp(col, cdc_colnames[k]) == 0)
+				rel->col[k] = i;
+	}
+	if (!rel->outbox) {
+		log_warn("publication %s carries %s.%s too; its rows are ignored",
+			 x->cfg->relay_publication, nsp, name);
+		return true;
+	}
+	for (int k = 0; k < NCOLS; k++)
+		if (rel->col[k] < 0) {
+			snprintf(err, errlen, "public.outbox has no column %s", cdc_colnames[k]);
+			return false;
+		}
+	log_debug("relation %u public.outbox: %u columns", relid, ncols);
+	return true;
+bad:
+	snprintf(err, errlen, "malformed Relation message");
+	return false;
+}
+
+/* Insert message: one outbox row, produced at once (the server sends a
+ * transaction only after it committed). */
+static bool cdc_on_insert(struct cdc *x, struct cdc_reader *r, char *err, size_t errlen)
+{
+	const char *val[NCOLS] = { NULL };
+	uint32_t relid, len, vlen[NCOLS] = { 0 };
+	uint16_t ncols;
+	uint8_t kind;
+	struct cdc_rel *rel;
+	struct cdc_event *ev;
+	struct cdc_txn *t = x->cur;
+	char *s;
+
+	if (!cdc_get_u32(r, &relid) || !cdc_get_u8(r, &kind) || kind != 'N' ||
+	    !cdc_get_u16(r, &ncols))
+		goto bad;
+	rel = cdc_rel_find(x, relid);
+	if (rel == NULL) {
+		snprintf(err, errlen, "Insert for relation %u before its Relation message", relid);
+		return false;
+	}
+	if (!rel->outbox)
+		return true;
+	if (t == NULL) {
+		snprintf(err, errlen, "Insert outside a transaction");
+		return false;
+	}
+	for (int i = 0; i < ncols; i++) {
+		if (!cdc_get_u8(r, &kind))
+			goto bad;
+		if (kind == 'n' || kind == 'u')
+			continue;
+		if (kind != 't' || !cdc_get_u32(r, &len) || (size_t)(r->end - r->p) < len)
+			goto bad;
+		for (int k = 0; k < NCOLS; k++)
+			if (rel->col[k] == i) {
+				val[k] = (const char *)r->p;
+				vlen[k] = len;
+			}
+		r->p += len;
+	}
+	for (int k = 0; k < NCOLS; k++)
+		if (val[k] == NULL || (k != COL_PAYLOAD && vlen[k] > 4096)) {
+			snprintf(err, errlen, "outbox row without a usable %s", cdc_colnames[k]);
+			return false;
+		}
+	if (vlen[COL_EVENT_ID] != 36) {
+		snprintf(err, errlen, "outbox row with a malformed event_id");
+		return false;
+	}
+	if (t->n == t->cap) {
+		int cap = t->cap ? t->cap * 2 : 4;
+		struct cdc_event **n = realloc(t->ev, (size_t)cap * sizeof *n);
+
+		if (n == NULL)
+			goto oom;
+		t->ev = n;
+		t->cap = cap;
+	}
+	ev = calloc(1, sizeof *ev + vlen[COL_AGG_ID] + vlen[COL_AGG_TYPE] + vlen[COL_EVENT_TYPE] + 3);
+	if (ev == NULL)
+		goto oom;
+	t->ev[t->n++] = ev;
+	memcpy(ev->event_id, val[COL_EVENT_ID], 36);
+	s = ev->strs;
+	ev->row.aggregate_id = memcpy(s, val[COL_AGG_ID], vlen[COL_AGG_ID]);
+	s += vlen[COL_AGG_ID] + 1;
+	ev->row.aggregate_type = memcpy(s, val[COL_AGG_TYPE], vlen[COL_AGG_TYPE]);
+	s += vlen[COL_AGG_TYPE] + 1;
+	ev->row.event_type = memcpy(s, val[COL_EVENT_TYPE], vlen[COL_EVENT_TYPE]);
+	ev->row.event_id = ev->event_id;
+	{
+		char num[32];
+
+		memcpy(num, val[COL_ID], vlen[COL_ID] < 31 ? vlen[COL_ID] : 31);
+		num[vlen[COL_ID] < 31 ? vlen[COL_ID] : 31] = '\0';
+		ev->row.id = strtoll(num, NULL, 10);
+		memcpy(num, val[COL_SEQ], vlen[COL_SEQ] < 31 ? vlen[COL_SEQ] : 31);
+		num[vlen[COL_SEQ] < 31 ? vlen[COL_SEQ] : 31] = '\0';
+		ev->row.seq = strtoll(num, NULL, 10);
+	}
+	ev->row.payload = val[COL_PAYLOAD];
+	ev->row.payload_len = vlen[COL_PAYLOAD];
+	ev->row.publish = true;
+	/* One row at a time: an enqueue error is recorded in the row and
+	 * fails the transaction, which is then streamed again. */
+	if (publish_send(&x->pub, &ev->row, 1) == 1)
+		x->ctr.published++;
+	ev->row.payload = NULL; /* the message buffer goes away; librdkafka copied it */
+	return true;
+bad:
+	snprintf(err, errlen, "malformed Insert message");
+	return false;
+oom:
+	snprintf(err, errlen, "out of memory");
+	return false;
+}
+
+/* One pgoutput message (the payload of an XLogData). */
+static bool cdc_on_message(struct cdc *x, struct cdc_reader *r, char *err, size_t errlen)
+{
+	uint8_t tag = 0, flags;
+	uint64_t lsn, end, ts;
+	uint32_t xid;
+
+	if (!cdc_get_u8(r, &tag))
+		goto bad;
+	switch (tag) {
+	case 'B':
+		if (!cdc_get_u64(r, &lsn) || !cdc_get_u64(r, &ts) || !cdc_get_u32(r, &xid))
+			goto bad;
+		cdc_txn_free(x->cur);
+		x->cur = calloc(1, sizeof *x->cur);
+		if (x->cur == NULL) {
+			snprintf(err, errlen, "out of memory");
+			return false;
+		}
+		x->cur->recv_us = util_now_us();
+		return true;
+	case 'C':
+		if (!cdc_get_u8(r, &flags) || !cdc_get_u64(r, &lsn) || !cdc_get_u64(r, &end) ||
+		    !cdc_get_u64(r, &ts))
+			goto bad;
+		if (x->cur == NULL) {
+			snprintf(err, errlen, "Commit without Begin");
+			return false;
+		}
+		x->cur->end_lsn = end;
+		if (x->tail != NULL)
+			x->tail->next = x->cur;
+		else
+			x->head = x->cur;
+		x->tail = x->cur;
+		x->cur = NULL;
+		x->ctr.txns++;
+		return true;
+	case 'R':
+		return cdc_on_relation(x, r, err, errlen);
+	case 'I':
+		return cdc_on_insert(x, r, err, errlen);
+	default:
+		/* Origin, Type, logical Message (our heartbeats), and the
+		 * kinds the publication excludes: nothing to do. */
+		return true;
+	}
+bad:
+	snprintf(err, errlen, "malformed pgoutput message '%c'", tag);
+	return false;
+}
+
+/* Standby status update: received up to write_lsn, durable up to
+ * flush_lsn (the slot's confirmed position follows flush). */
+static bool cdc_send_status(struct cdc *x, bool reply)
+{
+	unsigned char m[34];
+
+	m[0] = 'r';
+	put_u64(m + 1, x->write_lsn > x->flush_lsn ? x->write_lsn : x->flush_lsn);
+	put_u64(m + 9, x->flush_lsn);
+	put_u64(m + 17, x->flush_lsn);
+	put_u64(m + 25, (uint64_t)(util_now_us() - CDC_PG_EPOCH_US));
+	m[33] = reply ? 1 : 0;
+	x->status_ms = util_mono_ms();
+	return PQputCopyData(x->repl, (const char *)m, sizeof m) == 1 && PQflush(x->repl) == 0;
+}
+
+/* Nothing received and unconfirmed: a keepalive's position may be
+ * confirmed as is. */
+static bool cdc_idle(const struct cdc *x)
+{
+	return x->head == NULL && x->cur == NULL && x->nmark == 0 && x->pending_lsn == 0;
+}
+
+/* Move fully acknowledged transactions, oldest first, to the mark batch.
+ * False when one of them had a failed event: the stream must restart. */
+static bool cdc_collect(struct cdc *x)
+{
+	while (x->head != NULL) {
+		struct cdc_txn *t = x->head;
+		bool failed = false;
+
+		for (int i = 0; i < t->n; i++) {
+			if (t->ev[i]->row.pending)
+				return true;
+			if (t->ev[i]->row.err != RD_KAFKA_RESP_ERR_NO_ERROR)
+				failed = true;
+		}
+		if (x->log_fd >= 0 && t->n > 0) {
+			struct publish_row *rows = malloc((size_t)t->n * sizeof *rows);
+
+			if (rows != NULL) {
+				for (int i = 0; i < t->n; i++)
+					rows[i] = t->ev[i]->row;
+				if (!publish_log_write(x->log_fd, x->id, x->pass_id, rows, t->n,
+						       t->recv_us))
+					log_warn("publish_log: %s", strerror(errno));
+				free(rows);
+			}
+		}
+		if (failed) {
+			for (int i = 0; i < t->n; i++)
+				if (t->ev[i]->row.err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+					x->ctr.failed++;
+					log_warn("event %s (%s #%" PRId64 ") not acknowledged: %s; "
+						 "streaming again from %X/%X",
+						 t->ev[i]->event_id, t->ev[i]->row.aggregate_id,
+						 t->ev[i]->row.seq,
+						 rd_kafka_err2str(t->ev[i]->row.err),
+						 (unsigned)(x->flush_lsn >> 32),
+						 (unsigned)x->flush_lsn);
+					break;
+				}
+			return false;
+		}
+		for (int i = 0; i < t->n; i++) {
+			if (x->nmark == x->markcap) {
+				int cap = x->markcap ? x->markcap * 2 : 1024;
+				int64_t *n = realloc(x->mark_ids, (size_t)cap * sizeof *n);
+
+				if (n == NULL)
+					return false;
+				x->mark_ids = n;
+				x->markcap = cap;
+			}
+			if (x->nmark == 0)
+				x->mark_first_ms = util_mono_ms();
+			x->mark_ids[x->nmark++] = t->ev[i]->row.id;
+			x->ctr.acked++;
+		}
+		x->pending_lsn = t->end_lsn;
+		x->head = t->next;
+		if (x->head == NULL)
+			x->tail = NULL;
+		cdc_txn_free(t);
+	}
+	return true;
+}
+
+/* Mark the batch sent and confirm its end position. False when the
+ * database failed (the stream restarts; the rows go out again). */
+static bool cdc_mark(struct cdc *x, char *err, size_t errlen)
+{
+	const char *params[1];
+	PGresult *res;
+	size_t need = (size_t)x->nmark * 21 + 3, len = 0;
+
+	if (x->pending_lsn == 0)
+		return true;
+	if (x->nmark > 0) {
+		if (need > x->arrcap) {
+			char *n = realloc(x->arr, need);
+
+			if (n == NULL) {
+				snprintf(err, errlen, "out of memory");
+				return false;
+			}
+			x->arr = n;
+			x->arrcap = need;
+		}
+		x->arr[len++] = '{';
+		for (int i = 0; i < x->nmark; i++)
+			len += (size_t)snprintf(x->arr + len, need - len, "%s%" PRId64,
+						i ? "," : "", x->mark_ids[i]);
+		x->arr[len++] = '}';
+		x->arr[len] = '\0';
+		crash_point("relay.after_publish");
+		params[0] = x->arr;
+		res = PQexecParams(x->db, SQL_MARK, 1, NULL, params, NULL, NULL, 0);
+		if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+			db_error(x->db, res, err, errlen);
+			PQclear(res);
+			return false;
+		}
+		PQclear(res);
+		x->ctr.marked += x->nmark;
+		crash_point("relay.after_mark");
+	}
+	x->nmark = 0;
+	if (x->pending_lsn > x->flush_lsn)
+		x->flush_lsn = x->pending_lsn;
+	x->pending_lsn = 0;
+	return true;
+}
+
+/* ---- slot management ----------------------------------------------------- */
+
+static bool cdc_ensure_publication(struct cdc *x, char *err, size_t errlen)
+{
+	const char *params[1] = { x->cfg->relay_publication };
+	PGresult *res = cdc_query(x->db, "SELECT 1 FROM pg_publication WHERE pubname = $1", 1,
+				  params, err, errlen);
+	char *ident, sql[256];
+	bool ok;
+
+	if (res == NULL)
+		return false;
+	ok = PQntuples(res) == 1;
+	PQclear(res);
+	if (ok)
+		return true;
+	ident = PQescapeIdentifier(x->db, x->cfg->relay_publication,
+				   strlen(x->cfg->relay_publication));
+	if (ident == NULL) {
+		db_error(x->db, NULL, err, errlen);
+		return false;
+	}
+	/* Inserts only; a partitioned outbox is published as its root. */
+	snprintf(sql, sizeof sql,
+		 "CREATE PUBLICATION %s FOR TABLE public.outbox "
+		 "WITH (publish = 'insert', publish_via_partition_root = true)", ident);
+	PQfreemem(ident);
+	ok = db_exec(x->db, sql, err, errlen);
+	if (ok)
+		log_info("created publication %s on public.outbox (inserts)",
+			 x->cfg->relay_publication);
+	else if (strstr(err, "already exists") != NULL)
+		ok = true; /* another relay was quicker */
+	return ok;
+}
+
+struct cdc_slot {
+	bool exists;
+	char wal_status[32];
+	int active_pid;
+	int64_t retained;    /* bytes, -1 when unknown (lost) */
+	uint64_t confirmed;
+};
+
+static bool cdc_slot_read(struct cdc *x, struct cdc_slot *s, char *err, size_t errlen)
+{
+	const char *params[1] = { x->cfg->relay_slot };
+	PGresult *res = cdc_query(x->db, SQL_SLOT, 1, params, err, errlen);
+
+	memset(s, 0, sizeof *s);
+	if (res == NULL)
+		return false;
+	if (PQntuples(res) == 1) {
+		s->exists = true;
+		if (strcmp(PQgetvalue(res, 0, 0), "pgoutput") != 0) {
+			snprintf(err, errlen, "slot %s uses plugin %s, not pgoutput",
+				 x->cfg->relay_slot, PQgetvalue(res, 0, 0));
+			PQclear(res);
+			return false;
+		}
+		snprintf(s->wal_status, sizeof s->wal_status, "%s", PQgetvalue(res, 0, 1));
+		s->active_pid = atoi(PQgetvalue(res, 0, 2));
+		s->retained = strtoll(PQgetvalue(res, 0, 3), NULL, 10);
+		s->confirmed = strtoull(PQgetvalue(res, 0, 4), NULL, 10);
+	}
+	PQclear(res);
+	return true;
+}
+
+static bool cdc_slot_drop(struct cdc *x, char *err, size_t errlen)
+{
+	const char *params[1] = { x->cfg->relay_slot };
+	PGresult *res = cdc_query(x->db, "SELECT pg_drop_replication_slot($1)", 1, params, err,
+				  errlen);
+
+	if (res == NULL)
+		return false;
+	PQclear(res);
+	return true;
+}
+
+/* Create the slot the safe way (point 2 at the top): poll the backlog,
+ * create, poll what committed before the slot's consistent point. */
+static enum lead_result cdc_slot_create(struct cdc *x, char *err, size_t errlen)
+{
+	const char *params[1] = { x->cfg->relay_slot };
+	struct cdc_slot s;
+	PGresult *res;
+	int64_t max_id;
+	int rc;
+
+	log_info("publishing the outbox backlog by polling before creating slot %s",
+		 x->cfg->relay_slot);
+	rc = poll_drain(x->cfg, x->id, INT64_MAX, false, x->stop);
+	if (rc != 0)
+		return rc == 2 ? LEAD_CONFIG : *x->stop ? LEAD_STOPPED : LEAD_RETRY;
+	res = cdc_query(x->db, "SELECT lsn FROM pg_create_logical_replication_slot($1, 'pgoutput')",
+			1, params, err, errlen);
+	if (res == NULL)
+		return db_lost(x->db) ? LEAD_DB_LOST : LEAD_RETRY;
+	log_info("created logical replication slot %s (pgoutput) at %s", x->cfg->relay_slot,
+		 PQgetvalue(res, 0, 0));
+	PQclear(res);
+	if (!cdc_slot_read(x, &s, err, errlen))
+		return db_lost(x->db) ? LEAD_DB_LOST : LEAD_RETRY;
+	x->flush_lsn = s.confirmed;
+	res = cdc_query(x->db, "SELECT coalesce(max(id), 0) FROM public.outbox", 0, NULL, err,
+			errlen);
+	if (res == NULL)
+		return db_lost(x->db) ? LEAD_DB_LOST : LEAD_RETRY;
+	max_id = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+	PQclear(res);
+	rc = poll_drain(x->cfg, x->id, max_id, true, x->stop);
+	if (rc != 0)
+		return rc == 2 ? LEAD_CONFIG : *x->stop ? LEAD_STOPPED : LEAD_RETRY;
+	log_info("rows up to id %" PRId64 " published by polling; streaming from the slot",
+		 max_id);
+	return LEAD_OK;
+}
+
+/* Check the slot before streaming; gives an invalidated or over-budget slot
+ * up (loudly) and creates a missing one. LEAD_OK: stream now. */
+static enum lead_result cdc_slot_prepare(struct cdc *x, char *err, size_t errlen)
+{
+	struct cdc_slot s;
+	int64_t budget = (int64_t)x->cfg->relay_wal_budget_mb * 1024 * 1024;
+
+	if (!cdc_slot_read(x, &s, err, errlen))
+		return db_lost(x->db) ? LEAD_DB_LOST : LEAD_CONFIG;
+	if (s.exists && (strcmp(s.wal_status, "lost") == 0 || s.retained > budget)) {
+		if (strcmp(s.wal_status, "lost") == 0)
+			log_error("SLOT %s IS INVALIDATED (wal_status = lost: the server removed WAL "
+				  "it still needed). Falling back to polling for the backlog, then "
+				  "recreating the slot", x->cfg->relay_slot);
+		else
+			log_error("SLOT %s RETAINS %" PRId64 " MB OF WAL, over [relay] "
+				  "wal_budget_mb = %d. Giving it up: falling back to polling for "
+				  "the backlog, then recreating the slot", x->cfg->relay_slot,
+				  s.retained >> 20, x->cfg->relay_wal_budget_mb);
+		if (!cdc_slot_drop(x, err, errlen))
+			return db_lost(x->db) ? LEAD_DB_LOST : LEAD_RETRY;
+		s.exists = false;
+	}
+	if (!s.exists)
+		return cdc_slot_create(x, err, errlen);
+	if (x->flush_lsn < s.confirmed)
+		x->flush_lsn = s.confirmed;
+	return LEAD_OK;
+}
+
+/* During streaming: warn above wal_warn_mb, give up above the budget.
+ * LEAD_OK: all well. */
+static enum lead_result cdc_slot_watch(struct cdc *x, char *err, size_t errlen)
+{
+	struct cdc_slot s;
+	int64_t now = util_mono_ms();
+
+	x->slot_ms = now;
+	if (!cdc_slot_read(x, &s, err, errlen))
+		return db_lost(x->db) ? LEAD_DB_LOST : LEAD_RETRY;
+	if (!s.exists) {
+		snprintf(err, errlen, "slot %s disappeared", x->cfg->relay_slot);
+		return LEAD_RETRY;
+	}
+	if (strcmp(s.wal_status, "lost") == 0 ||
+	    s.retained > (int64_t)x->cfg->relay_wal_budget_mb * 1024 * 1024) {
+		snprintf(err, errlen, "slot %s: wal_status %s, retained %" PRId64 " MB",
+			 x->cfg->relay_slot, s.wal_status, s.retained >> 20);
+		return LEAD_RETRY; /* cdc_slot_prepare gives it up on the next round */
+	}
+	if (s.retained > (int64_t)x->cfg->relay_wal_warn_mb * 1024 * 1024 &&
+	    (x->warn_ms == 0 || now - x->warn_ms >= CDC_WARN_EVERY_MS)) {
+		log_warn("slot %s retains %" PRId64 " MB of WAL (warning above %d MB, giving the "
+			 "slot up above %d MB)", x->cfg->relay_slot, s.retained >> 20,
+			 x->cfg->relay_wal_warn_mb, x->cfg->relay_wal_budget_mb);
+		x->warn_ms = now;
+	}
+	return LEAD_OK;
+}
+
+/* ---- streaming ----------------------------------------------------------- */
+
+static enum lead_result cdc_start(struct cdc *x, char *err, size_t errlen)
+{
+	char *slot = NULL, *pub = NULL, sql[512];
+	PGresult *res;
+	enum lead_result out = LEAD_RETRY;
+
+	x->repl = cdc_repl_connect(x, err, errlen);
+	if (x->repl == NULL)
+		return LEAD_RETRY;
+	slot = PQescapeIdentifier(x->repl, x->cfg->relay_slot, strlen(x->cfg->relay_slot));
+	pub = PQescapeLiteral(x->repl, x->cfg->relay_publication,
+			      strlen(x->cfg->relay_publication));
+	if (slot == NULL || pub == NULL) {
+		db_error(x->repl, NULL, err, errlen);
+		goto out;
+	}
+	/* From the slot's confirmed position ("0/0"); messages: our heartbeats. */
+	snprintf(sql, sizeof sql,
+		 "START_REPLICATION SLOT %s LOGICAL 0/0 (\"proto_version\" '1', "
+		 "\"publication_names\" %s, \"messages\" 'true')", slot, pub);
+	res = PQexec(x->repl, sql);
+	if (PQresultStatus(res) != PGRES_COPY_BOTH) {
+		db_error(x->repl, res, err, errlen);
+		/* 55006: the slot is still held by the walsender of a relay
+		 * that just died; it goes away when the server notices. */
+		PQclear(res);
+		goto out;
+	}
+	PQclear(res);
+	if (!publish_open(&x->pub, x->cfg, err, errlen)) {
+		out = LEAD_CONFIG;
+		goto out;
+	}
+	x->session++;
+	snprintf(x->pass_id, sizeof x->pass_id, "%d.%d.cdc%" PRId64, x->id, (int)getpid(),
+		 x->session);
+	out = LEAD_OK; /* streaming */
+out:
+	PQfreemem(slot);
+	PQfreemem(pub);
+	if (out != LEAD_OK) {
+		PQfinish(x->repl);
+		x->repl = NULL;
+	}
+	return out;
+}
+
+/* One CopyData from the server. */
+static bool cdc_on_copydata(struct cdc *x, const char *buf, int len, char *err, size_t errlen)
+{
+	struct cdc_reader r = { (const unsigned char *)buf, (const unsigned char *)buf + len };
+	uint64_t start, end, ts;
+	uint8_t kind, reply;
+
+	if (!cdc_get_u8(&r, &kind))
+		goto bad;
+	if (kind == 'w') {
+		if (!cdc_get_u64(&r, &start) || !cdc_get_u64(&r, &end) || !cdc_get_u64(&r, &ts))
+			goto bad;
+		if (start > x->write_lsn)
+			x->write_lsn = start;
+		if (!cdc_on_message(x, &r, err, errlen))
+			return false;
+		/* Settled up to here (e.g. after a heartbeat on an idle outbox). */
+		if (cdc_idle(x) && start > x->flush_lsn)
+			x->flush_lsn = start;
+		return true;
+	}
+	if (kind == 'k') {
+		if (!cdc_get_u64(&r, &end) || !cdc_get_u64(&r, &ts) || !cdc_get_u8(&r, &reply))
+			goto bad;
+		if (end > x->write_lsn)
+			x->write_lsn = end;
+		if (cdc_idle(x) && end > x->flush_lsn)
+			x->flush_lsn = end; /* everything before it was seen and settled */
+		if (reply && !cdc_send_status(x, false)) {
+			db_error(x->repl, NULL, err, errlen);
+			return false;
+		}
+		return true;
+	}
+	return true;
+bad:
+	snprintf(err, errlen, "malformed replication message");
+	return false;
+}
+
+static void cdc_heartbeat(struct cdc *x)
+{
+	PGresult *res = PQexec(x->db, "SELECT pg_logical_emit_message(false, 'outboxd.heartbeat', '')");
+
+	if (PQresultStatus(res) == PGRES_TUPLES_OK)
+		x->ctr.heartbeats++;
+	else
+		log_warn("heartbeat: %s", PQresultErrorMessage(res));
+	PQclear(res);
+	x->heartbeat_ms = util_mono_ms();
+}
+
+static void cdc_summary(struct cdc *x, bool force)
+{
+	int64_t now = util_mono_ms();
+	int64_t n = x->ctr.published - x->summary_published;
+	char lsn[24];
+
+	if (!force && now - x->summary_ms < CDC_SUMMARY_MS)
+		return;
+	cdc_lsn_str(x->flush_lsn, lsn);
+	if (n > 0 || force)
+		log_info("streamed %" PRId64 " events in %.1f s (%.0f/s); totals: transactions %"
+			 PRId64 ", published %" PRId64 ", acked %" PRId64 ", failed %" PRId64
+			 ", marked %" PRId64 ", heartbeats %" PRId64 "; confirmed %s",
+			 n, (double)(now - x->summary_ms) / 1000.0,
+			 (double)n * 1000.0 / (double)(now - x->summary_ms + 1), x->ctr.txns,
+			 x->ctr.published, x->ctr.acked, x->ctr.failed, x->ctr.marked,
+			 x->ctr.heartbeats, lsn);
+	x->summary_ms = now;
+	x->summary_published = x->ctr.published;
+}
+
+/* Finish what is in flight on a clean stop: wait for the reports, mark,
+ * confirm. What does not make it is streamed again next time. */
+static void cdc_settle(struct cdc *x)
+{
+	char err[512];
+
+	if (x->pub.rk != NULL &&
+	    !publish_wait(&x->pub, x->cfg->kafka_delivery_timeout_ms + 5000))
+		log_warn("stopping with %d events unacknowledged; they are streamed again",
+			 publish_outstanding());
+	if (cdc_collect(x) && cdc_mark(x, err, sizeof err)) {
+		if (x->repl != NULL && !cdc_send_status(x, false))
+			log_warn("final status update failed");
+	}
+}
+
+static enum lead_result cdc_stream(struct cdc *x, char *err, size_t errlen)
+{
+	enum lead_result out;
+	char lsn[24];
+
+	out = cdc_start(x, err, errlen);
+	if (out != LEAD_OK)
+		return out;
+	cdc_lsn_str(x->flush_lsn, lsn);
+	log_info("streaming slot %s (publication %s) from %s", x->cfg->relay_slot,
+		 x->cfg->relay_publication, lsn);
+	while (!*x->stop) {
+		struct pollfd pfd = { .fd = PQsocket(x->repl), .events = POLLIN, .revents = 0 };
+		int64_t now;
+		char *buf;
+		int n;
+
+		if (poll(&pfd, 1, CDC_WAIT_MS) < 0 && errno != EINTR) {
+			snprintf(err, errlen, "poll: %s", strerror(errno));
+			return LEAD_RETRY;
+		}
+		if (PQconsumeInput(x->repl) == 0) {
+			db_error(x->repl, NULL, err, errlen);
+			return LEAD_RETRY;
+		}
+		while ((n = PQgetCopyData(x->repl, &buf, 1)) > 0) {
+			bool ok = cdc_on_copydata(x, buf, n, err, errlen);
+
+			PQfreemem(buf);
+			if (!ok)
+				return LEAD_RETRY;
+		}
+		if (n == -1) {
+			PGresult *res = PQgetResult(x->repl);
+
+			db_error(x->repl, res, err, errlen);
+			PQclear(res);
+			if (err[0] == '\0')
+				snprintf(err, errlen, "the server ended the stream");
+			return LEAD_RETRY;
+		}
+		if (n == -2) {
+			db_error(x->repl, NULL, err, errlen);
+			return LEAD_RETRY;
+		}
+		publish_poll(&x->pub);
+		if (kafka_take_fatal(err, errlen))
+			return LEAD_RETRY;
+		if (!cdc_collect(x)) {
+			snprintf(err, errlen, "an event was not acknowledged");
+			return LEAD_RETRY;
+		}
+		now = util_mono_ms();
+		if (x->pending_lsn != 0 &&
+		    (x->nmark >= CDC_MARK_MAX || now - x->mark_first_ms >= CDC_MARK_MS ||
+		     x->nmark == 0)) {
+			uint64_t before = x->flush_lsn;
+
+			if (!cdc_mark(x, err, errlen))
+				return db_lost(x->db) ? LEAD_DB_LOST : LEAD_RETRY;
+			if (x->flush_lsn != before && !cdc_send_status(x, false)) {
+				db_error(x->repl, NULL, err, errlen);
+				return LEAD_RETRY;
+			}
+		}
+		if (now - x->status_ms >= CDC_STATUS_MS && !cdc_send_status(x, false)) {
+			db_error(x->repl, NULL, err, errlen);
+			return LEAD_RETRY;
+		}
+		if (now - x->heartbeat_ms >= x->cfg->relay_heartbeat_ms)
+			cdc_heartbeat(x);
+		if (now - x->slot_ms >= CDC_SLOT_CHECK_MS) {
+			out = cdc_slot_watch(x, err, errlen);
+			if (out != LEAD_OK)
+				return out;
+		}
+		if (now - x->counters_ms >= CDC_COUNTERS_MS)
+			cdc_counters_flush(x);
+		cdc_summary(x, false);
+		if (db_lost(x->db)) {
+			snprintf(err, errlen, "database connection lost");
+			return LEAD_DB_LOST;
+		}
+	}
+	cdc_settle(x);
+	return LEAD_STOPPED;
+}
+
+/* ---- leadership ---------------------------------------------------------- */
+
+static bool cdc_db_open(struct cdc *x)
+{
+	char appname[64];
+	const char *params[1] = { appname };
+	PGresult *res;
+
+	x->db = db_connect_retry(x->cfg->db_conninfo, "relay", x->stop);
+	if (x->db == NULL)
+		return false;
+	snprintf(appname, sizeof appname, "outbox-relay[%d]", x->id);
+	res = PQexecParams(x->db, "SELECT set_config('application_name', $1, false)", 1, NULL,
+			   params, NULL, NULL, 0);
+	PQclear(res);
+	return true;
+}
+
+/* Try the slot's leader lock. False with *lost set when the connection
+ * broke. */
+static bool cdc_try_lead(struct cdc *x, bool *lost)
+{
+	const char *params[1] = { x->cfg->relay_slot };
+	char err[512];
+	PGresult *res = cdc_query(x->db,
+				  "SELECT pg_try_advisory_lock(1868724325, hashtext($1))", 1,
+				  params, err, sizeof err);
+	bool got;
+
+	*lost = false;
+	if (res == NULL) {
+		*lost = db_lost(x->db);
+		log_warn("leader lock: %s", err);
+		return false;
+	}
+	got = PQgetvalue(res, 0, 0)[0] == 't';
+	PQclear(res);
+	return got;
+}
+
+static void cdc_free(struct cdc *x)
+{
+	cdc_stream_reset(x);
+	if (x->db != NULL)
+		PQfinish(x->db);
+	if (x->log_fd >= 0)
+		close(x->log_fd);
+	free(x->rels);
+	free(x->mark_ids);
+	free(x->arr);
+}
+
+int cdc_run(const struct conf *c, int relay_id, volatile sig_atomic_t *stop,
+	    volatile sig_atomic_t *hup)
+{
+	static struct cdc x;
+	char err[1024], masked[1024];
+	long backoff = 0;
+	int rc = 1;
+	int64_t t0;
+	bool said_standby = false;
+
+	memset(&x, 0, sizeof x);
+	x.cfg = c;
+	x.id = relay_id;
+	x.stop = stop;
+	x.log_fd = -1;
+	x.started_us = util_now_us();
+	x.summary_ms = util_mono_ms();
+	if (gethostname(x.host, sizeof x.host) != 0)
+		snprintf(x.host, sizeof x.host, "localhost");
+	x.host[sizeof x.host - 1] = '\0';
+	if (c->relay_publish_log[0] != '\0') {
+		x.log_fd = open(c->relay_publish_log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+		if (x.log_fd < 0) {
+			log_error("[relay] publish_log %s: %s", c->relay_publish_log, strerror(errno));
+			rc = 2;
+			goto out;
+		}
+	}
+	log_mask_conninfo(c->db_conninfo, masked, sizeof masked);
+	log_info("cdc relay %d started: database \"%s\", slot %s, publication %s, brokers %s, "
+		 "topic %s", relay_id, masked, c->relay_slot, c->relay_publication,
+		 c->kafka_brokers, c->kafka_topic);
+
+	while (!*stop) {
+		enum lead_result lr;
+		bool lost;
+
+		if (*hup) {
+			*hup = 0;
+			log_info("SIGHUP received (configuration reload is not implemented yet)");
+		}
+		if (x.db == NULL) {
+			x.leader = false;
+			if (!cdc_db_open(&x))
+				break;
+		}
+		if (!x.leader) {
+			x.leader = cdc_try_lead(&x, &lost);
+			if (lost) {
+				PQfinish(x.db);
+				x.db = NULL;
+				continue;
+			}
+			if (!x.leader) {
+				if (!said_standby)
+					log_info("standing by: another relay streams slot %s",
+						 c->relay_slot);
+				said_standby = true;
+				if (util_mono_ms() - x.counters_ms >= CDC_COUNTERS_MS)
+					cdc_counters_flush(&x);
+				util_sleep_ms(CDC_STANDBY_MS, stop);
+				continue;
+			}
+			log_info("leading: this relay streams slot %s", c->relay_slot);
+			said_standby = false;
+			cdc_counters_flush(&x);
+		}
+		err[0] = '\0';
+		if (!cdc_ensure_publication(&x, err, sizeof err)) {
+			lr = db_lost(x.db) ? LEAD_DB_LOST : LEAD_CONFIG;
+		} else {
+			lr = cdc_slot_prepare(&x, err, sizeof err);
+			if (lr == LEAD_OK) {
+				t0 = util_mono_ms();
+				lr = cdc_stream(&x, err, sizeof err);
+				if (util_mono_ms() - t0 > 10000)
+					backoff = 0; /* it ran well for a while */
+			}
+		}
+		cdc_stream_reset(&x);
+		if (lr == LEAD_STOPPED)
+			break;
+		if (lr == LEAD_CONFIG) {
+			log_error("cannot stream: %s", err);
+			rc = 2;
+			goto out;
+		}
+		if (lr == LEAD_DB_LOST) {
+			log_warn("database connection lost (%s); leadership released", err);
+			PQfinish(x.db);
+			x.db = NULL;
+			x.leader = false;
+		} else if (err[0] != '\0') {
+			log_warn("stream stopped: %s; starting again", err);
+		}
+		x.ctr.restarts++;
+		/* Capped low: the usual cause is a slot still held by the
+		 * walsender of a relay that just died, gone in a moment. */
+		util_sleep_ms(util_backoff_next(&backoff, CDC_BACKOFF_BASE_MS,
+						c->relay_backoff_max_ms < 2000 ?
+						c->relay_backoff_max_ms : 2000), stop);
+	}
+	rc = 0;
+	cdc_counters_flush(&x);
+	cdc_summary(&x, true);
+	log_info("stopped");
+out:
+	cdc_free(&x);
+	return rc;
+}
