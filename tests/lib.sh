@@ -84,3 +84,19 @@ topic_counts() {
 		tr ',' '\n' | sed -n 's/^event_id=//p' | sort | uniq -c |
 		awk '{m += $1; d++} END {print m + 0, d + 0}'
 }
+
+# Drop the CDC relay's idle replication slots and its publication, so a CDC
+# test starts from nothing (and no slot of an earlier test retains WAL).
+cdc_reset() {
+	q "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots
+	    WHERE NOT active" >/dev/null
+	q "DROP PUBLICATION IF EXISTS outboxd_outbox" >/dev/null
+}
+
+# Every event id in public.outbox that is not on topic $1 (one per line).
+missing_from_topic() {
+	kcat -b "$OUTBOX_KAFKA" -C -t "$1" -e -q -f '%h\n' 2>/dev/null |
+		tr ',' '\n' | sed -n 's/^event_id=//p' | sort -u >"${TMPDIR:-/tmp}/.topic.$$"
+	q "SELECT event_id FROM public.outbox" | sort | comm -23 - "${TMPDIR:-/tmp}/.topic.$$"
+	rm -f "${TMPDIR:-/tmp}/.topic.$$"
+}
