@@ -43,7 +43,7 @@ services_up() {
 }
 
 # psql returning bare values.
-q() { psql -X -q -t -A -v ON_ERROR_STOP=1 -c "$1"; }
+q() { PGOPTIONS='-c client_min_messages=warning' psql -X -q -t -A -v ON_ERROR_STOP=1 -c "$1"; }
 
 # Empty every table of both sides, so a test starts from nothing.
 reset_db() {
