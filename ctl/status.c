@@ -23,6 +23,15 @@ static const char SQL_CONSUMERS[] =
 	" extract(epoch FROM now() - updated_at)::numeric(12,1)"
 	" FROM sink.consumers ORDER BY host, consumer_id";
 
+/* The CDC relay's slot, if it exists: the WAL it holds back is what fills
+ * disks when a slot is forgotten. */
+static const char SQL_SLOT[] =
+	"SELECT slot_name::text, active::text, coalesce(wal_status, '')::text,"
+	" coalesce(confirmed_flush_lsn::text, ''),"
+	" coalesce(((pg_current_wal_lsn() - restart_lsn) / 1048576)::numeric(14,1), -1),"
+	" current_setting('max_slot_wal_keep_size')::text"
+	" FROM pg_replication_slots WHERE slot_name = $1";
+
 /* Put a result's rows into an array of objects named by its columns. */
 static json_t *rows_json(const PGresult *res, const char *const *names)
 {
@@ -111,13 +120,18 @@ int ctl_status(struct ctl *ctl)
 		"relay_id", "host", "pid", "mode", "passes", "published", "acked", "failed",
 		"marked", "seconds_since_update",
 	};
+	static const char *const slot_cols[] = {
+		"slot_name", "active", "wal_status", "confirmed_flush_lsn", "retained_wal_mb",
+		"max_slot_wal_keep_size",
+	};
 	static const char *const cons_cols[] = {
 		"consumer_id", "host", "pid", "received", "applied", "duplicates", "gaps", "poison",
 		"retries", "seconds_since_update",
 	};
 	PGconn *db = ctl_connect(ctl->conf.db_conninfo, "outbox"), *sink = NULL;
-	PGresult *unsent = NULL, *relays = NULL, *cons = NULL;
-	char kerr[512] = "";
+	PGresult *unsent = NULL, *relays = NULL, *cons = NULL, *slot = NULL;
+	const char *slot_params[1] = { ctl->conf.relay_slot };
+	char kerr[512] = "", warning[512] = "";
 	long long lag;
 	int rc = 1;
 
@@ -129,8 +143,21 @@ int ctl_status(struct ctl *ctl)
 		goto out;
 	if ((unsent = ctl_query(db, SQL_UNSENT, 0, NULL)) == NULL ||
 	    (relays = ctl_query(db, SQL_RELAYS, 0, NULL)) == NULL ||
-	    (cons = ctl_query(sink, SQL_CONSUMERS, 0, NULL)) == NULL)
+	    (cons = ctl_query(sink, SQL_CONSUMERS, 0, NULL)) == NULL ||
+	    (slot = ctl_query(db, SQL_SLOT, 1, slot_params)) == NULL)
 		goto out;
+	if (PQntuples(slot) == 1 && strcmp(PQgetvalue(slot, 0, 2), "lost") == 0)
+		snprintf(warning, sizeof warning,
+			 "slot %s is invalidated (wal_status lost): the CDC relay falls back to "
+			 "polling and recreates it", ctl->conf.relay_slot);
+	else if (PQntuples(slot) == 1 && atof(PQgetvalue(slot, 0, 4)) > ctl->conf.relay_wal_warn_mb)
+		snprintf(warning, sizeof warning,
+			 "slot %s retains %s MB of WAL, above [relay] wal_warn_mb = %d (the relay "
+			 "gives it up above wal_budget_mb = %d)", ctl->conf.relay_slot,
+			 PQgetvalue(slot, 0, 4), ctl->conf.relay_wal_warn_mb,
+			 ctl->conf.relay_wal_budget_mb);
+	if (warning[0] != '\0')
+		fprintf(stderr, "outboxctl: WARNING: %s\n", warning);
 	lag = status_lag(&ctl->conf, kerr, sizeof kerr);
 	if (ctl->json) {
 		json_t *o = json_object();
@@ -141,6 +168,17 @@ int ctl_status(struct ctl *ctl)
 		json_object_set_new(o, "relays", rows_json(relays, relay_cols));
 		json_object_set_new(o, "consumers", rows_json(cons, cons_cols));
 		json_object_set_new(o, "consumer_lag", lag >= 0 ? json_integer(lag) : json_null());
+		if (PQntuples(slot) == 1) {
+			json_t *a = rows_json(slot, slot_cols);
+
+			json_object_set(o, "slot", json_array_get(a, 0));
+			json_decref(a);
+		} else {
+			json_object_set_new(o, "slot", json_null());
+		}
+		json_object_set_new(o, "warnings", json_array());
+		if (warning[0] != '\0')
+			json_array_append_new(json_object_get(o, "warnings"), json_string(warning));
 		s = json_dumps(o, JSON_COMPACT);
 		printf("%s\n", s);
 		free(s);
@@ -148,10 +186,10 @@ int ctl_status(struct ctl *ctl)
 	} else {
 		printf("outbox: %s unsent, oldest %s s old\n", PQgetvalue(unsent, 0, 0),
 		       PQgetvalue(unsent, 0, 1));
-		printf("relays:\n  %-4s %-16s %-8s %-5s %9s %10s %10s %8s %10s %8s\n", "id", "host", "pid",
+		printf("relays:\n  %-4s %-16s %-8s %-11s %9s %10s %10s %8s %10s %8s\n", "id", "host", "pid",
 		       "mode", "passes", "published", "acked", "failed", "marked", "updated");
 		for (int r = 0; r < PQntuples(relays); r++)
-			printf("  %-4s %-16s %-8s %-5s %9s %10s %10s %8s %10s %6ss\n",
+			printf("  %-4s %-16s %-8s %-11s %9s %10s %10s %8s %10s %6ss\n",
 			       PQgetvalue(relays, r, 0), PQgetvalue(relays, r, 1), PQgetvalue(relays, r, 2),
 			       PQgetvalue(relays, r, 3), PQgetvalue(relays, r, 4), PQgetvalue(relays, r, 5),
 			       PQgetvalue(relays, r, 6), PQgetvalue(relays, r, 7), PQgetvalue(relays, r, 8),
@@ -164,6 +202,13 @@ int ctl_status(struct ctl *ctl)
 			       PQgetvalue(cons, r, 3), PQgetvalue(cons, r, 4), PQgetvalue(cons, r, 5),
 			       PQgetvalue(cons, r, 6), PQgetvalue(cons, r, 7), PQgetvalue(cons, r, 8),
 			       PQgetvalue(cons, r, 9));
+		if (PQntuples(slot) == 1)
+			printf("cdc slot %s: active %s, wal_status %s, confirmed %s, retains %s MB of "
+			       "WAL (max_slot_wal_keep_size %s)\n", PQgetvalue(slot, 0, 0),
+			       PQgetvalue(slot, 0, 1), PQgetvalue(slot, 0, 2), PQgetvalue(slot, 0, 3),
+			       PQgetvalue(slot, 0, 4), PQgetvalue(slot, 0, 5));
+		if (warning[0] != '\0')
+			printf("WARNING: %s\n", warning);
 		if (lag >= 0)
 			printf("consumer lag: %lld messages (group %s, topic %s)\n", lag,
 			       ctl->conf.consumer_group, ctl->conf.kafka_topic);
@@ -175,6 +220,7 @@ out:
 	PQclear(unsent);
 	PQclear(relays);
 	PQclear(cons);
+	PQclear(slot);
 	if (sink != NULL && sink != db)
 		PQfinish(sink);
 	PQfinish(db);
