@@ -53,12 +53,15 @@
 #include "db.h"
 #include "kafka.h"
 #include "log.h"
+#include "pgoutput.h"
 #include "poll.h"
 #include "publish.h"
 #include "util.h"
 
 /* First key of the slot's leader lock (the second is hashtext(slot)). */
 #define CDC_LOCK_NS 1868724325
+#define CDC_STR_(x) #x
+#define CDC_STR(x) CDC_STR_(x)
 #define CDC_STANDBY_MS 500        /* standby's lock attempts */
 #define CDC_STATUS_MS 1000        /* standby status update at least this often */
 #define CDC_SLOT_CHECK_MS 5000    /* retained WAL check */
@@ -69,23 +72,6 @@
 #define CDC_SUMMARY_MS 10000
 #define CDC_BACKOFF_BASE_MS 100
 #define CDC_WAIT_MS 100           /* socket wait slice */
-#define CDC_PG_EPOCH_US INT64_C(946684800000000) /* 2000-01-01 in Unix µs */
-
-/* The outbox columns a message needs, in this order. */
-enum { COL_ID, COL_EVENT_ID, COL_AGG_TYPE, COL_AGG_ID, COL_SEQ, COL_EVENT_TYPE, COL_PAYLOAD,
-       NCOLS };
-static const char *const cdc_colnames[NCOLS] = {
-	"id", "event_id", "aggregate_type", "aggregate_id", "aggregate_seq", "event_type",
-	"payload",
-};
-
-/* A relation from a Relation message; resent by the server after a schema
- * change, and then replaced here. */
-struct cdc_rel {
-	uint32_t relid;
-	bool outbox;        /* public.outbox (or a partition published as it) */
-	int col[NCOLS];     /* tuple position of each needed column, -1 missing */
-};
 
 /* One streamed event. row must come first: the delivery report's opaque
  * is &row (publish.c records the outcome there). */
@@ -122,7 +108,7 @@ struct cdc {
 	int64_t session;       /* stream sessions started, for the publish log */
 	char pass_id[64];
 
-	struct cdc_rel *rels;
+	struct pgo_rel *rels;
 	int nrels, relcap;
 	struct cdc_txn *head, *tail; /* committed, not yet fully acknowledged */
 	struct cdc_txn *cur;         /* between Begin and Commit */
@@ -168,78 +154,6 @@ static const char SQL_COUNTERS[] =
 	"    started_at = EXCLUDED.started_at, updated_at = EXCLUDED.updated_at, "
 	"    passes = EXCLUDED.passes, published = EXCLUDED.published, acked = EXCLUDED.acked, "
 	"    failed = EXCLUDED.failed, marked = EXCLUDED.marked";
-
-/* ---- protocol helpers --------------------------------------------------- */
-
-static bool cdc_get_n(struct cdc_reader *r, size_t n, uint64_t *v)
-{
-	uint64_t x = 0;
-
-	if ((size_t)(r->end - r->p) < n)
-		return false;
-	for (size_t i = 0; i < n; i++)
-		x = x << 8 | r->p[i];
-	r->p += n;
-	*v = x;
-	return true;
-}
-
-bool cdc_get_u8(struct cdc_reader *r, uint8_t *v)
-{
-	uint64_t x;
-
-	if (!cdc_get_n(r, 1, &x))
-		return false;
-	*v = (uint8_t)x;
-	return true;
-}
-
-bool cdc_get_u16(struct cdc_reader *r, uint16_t *v)
-{
-	uint64_t x;
-
-	if (!cdc_get_n(r, 2, &x))
-		return false;
-	*v = (uint16_t)x;
-	return true;
-}
-
-bool cdc_get_u32(struct cdc_reader *r, uint32_t *v)
-{
-	uint64_t x;
-
-	if (!cdc_get_n(r, 4, &x))
-		return false;
-	*v = (uint32_t)x;
-	return true;
-}
-
-bool cdc_get_u64(struct cdc_reader *r, uint64_t *v)
-{
-	return cdc_get_n(r, 8, v);
-}
-
-bool cdc_get_str(struct cdc_reader *r, const char **s)
-{
-	const unsigned char *nul = memchr(r->p, '\0', (size_t)(r->end - r->p));
-
-	if (nul == NULL)
-		return false;
-	*s = (const char *)r->p;
-	r->p = nul + 1;
-	return true;
-}
-
-void cdc_lsn_str(uint64_t lsn, char out[24])
-{
-	snprintf(out, 24, "%X/%X", (unsigned)(lsn >> 32), (unsigned)(lsn & 0xffffffffu));
-}
-
-static void put_u64(unsigned char *p, uint64_t v)
-{
-	for (int i = 7; i >= 0; i--, v >>= 8)
-		p[i] = (unsigned char)(v & 0xff);
-}
 
 /* ---- connections --------------------------------------------------------- */
 
@@ -337,7 +251,7 @@ static void cdc_stream_reset(struct cdc *x)
 	x->pending_lsn = 0;
 }
 
-static struct cdc_rel *cdc_rel_find(struct cdc *x, uint32_t relid)
+static struct pgo_rel *cdc_rel_find(struct cdc *x, uint32_t relid)
 {
 	for (int i = 0; i < x->nrels; i++)
 		if (x->rels[i].relid == relid)
@@ -346,22 +260,17 @@ static struct cdc_rel *cdc_rel_find(struct cdc *x, uint32_t relid)
 }
 
 /* Relation message: cache (or replace) the relation's column positions. */
-static bool cdc_on_relation(struct cdc *x, struct cdc_reader *r, char *err, size_t errlen)
+static bool cdc_on_relation(struct cdc *x, struct pgo_reader *r, char *err, size_t errlen)
 {
-	uint32_t relid, typoid, typmod;
-	uint16_t ncols;
-	uint8_t ident, flags;
-	const char *nsp, *name, *col;
-	struct cdc_rel *rel;
+	struct pgo_rel rel, *slot;
 
-	if (!cdc_get_u32(r, &relid) || !cdc_get_str(r, &nsp) || !cdc_get_str(r, &name) ||
-	    !cdc_get_u8(r, &ident) || !cdc_get_u16(r, &ncols))
-		goto bad;
-	rel = cdc_rel_find(x, relid);
-	if (rel == NULL) {
+	if (!pgo_relation(r, &rel, err, errlen))
+		return false;
+	slot = cdc_rel_find(x, rel.relid);
+	if (slot == NULL) {
 		if (x->nrels == x->relcap) {
 			int cap = x->relcap ? x->relcap * 2 : 8;
-			struct cdc_rel *n = realloc(x->rels, (size_t)cap * sizeof *n);
+			struct pgo_rel *n = realloc(x->rels, (size_t)cap * sizeof *n);
 
 			if (n == NULL) {
 				snprintf(err, errlen, "out of memory");
@@ -370,53 +279,30 @@ static bool cdc_on_relation(struct cdc *x, struct cdc_reader *r, char *err, size
 			x->rels = n;
 			x->relcap = cap;
 		}
-		rel = &x->rels[x->nrels++];
+		slot = &x->rels[x->nrels++];
 	}
-	rel->relid = relid;
-	rel->outbox = strcmp(nsp, "public") == 0 && strcmp(name, "outbox") == 0;
-	for (int k = 0; k < NCOLS; k++)
-		rel->col[k] = -1;
-	for (int i = 0; i < ncols; i++) {
-		if (!cdc_get_u8(r, &flags) || !cdc_get_str(r, &col) || !cdc_get_u32(r, &typoid) ||
-		    !cdc_get_u32(r, &typmod))
-			goto bad;
-		for (int k = 0; k < NCOLS; k++)
-			if (strcmp(col, cdc_colnames[k]) == 0)
-				rel->col[k] = i;
-	}
-	if (!rel->outbox) {
-		log_warn("publication %s carries %s.%s too; its rows are ignored",
-			 x->cfg->relay_publication, nsp, name);
-		return true;
-	}
-	for (int k = 0; k < NCOLS; k++)
-		if (rel->col[k] < 0) {
-			snprintf(err, errlen, "public.outbox has no column %s", cdc_colnames[k]);
-			return false;
-		}
-	log_debug("relation %u public.outbox: %u columns", relid, ncols);
+	*slot = rel;
+	if (!rel.outbox)
+		log_warn("publication %s carries a table other than public.outbox (relation %u); "
+			 "its rows are ignored", x->cfg->relay_publication, rel.relid);
 	return true;
-bad:
-	snprintf(err, errlen, "malformed Relation message");
-	return false;
 }
 
 /* Insert message: one outbox row, produced at once (the server sends a
  * transaction only after it committed). */
-static bool cdc_on_insert(struct cdc *x, struct cdc_reader *r, char *err, size_t errlen)
+static bool cdc_on_insert(struct cdc *x, struct pgo_reader *r, char *err, size_t errlen)
 {
-	const char *val[NCOLS] = { NULL };
-	uint32_t relid, len, vlen[NCOLS] = { 0 };
-	uint16_t ncols;
-	uint8_t kind;
-	struct cdc_rel *rel;
+	const struct pgo_rel *rel;
+	struct pgo_row row;
 	struct cdc_event *ev;
 	struct cdc_txn *t = x->cur;
+	uint32_t relid;
 	char *s;
 
-	if (!cdc_get_u32(r, &relid) || !cdc_get_u8(r, &kind) || kind != 'N' ||
-	    !cdc_get_u16(r, &ncols))
-		goto bad;
+	if (!pgo_insert_relid(r, &relid)) {
+		snprintf(err, errlen, "malformed Insert message");
+		return false;
+	}
 	rel = cdc_rel_find(x, relid);
 	if (rel == NULL) {
 		snprintf(err, errlen, "Insert for relation %u before its Relation message", relid);
@@ -428,29 +314,8 @@ static bool cdc_on_insert(struct cdc *x, struct cdc_reader *r, char *err, size_t
 		snprintf(err, errlen, "Insert outside a transaction");
 		return false;
 	}
-	for (int i = 0; i < ncols; i++) {
-		if (!cdc_get_u8(r, &kind))
-			goto bad;
-		if (kind == 'n' || kind == 'u')
-			continue;
-		if (kind != 't' || !cdc_get_u32(r, &len) || (size_t)(r->end - r->p) < len)
-			goto bad;
-		for (int k = 0; k < NCOLS; k++)
-			if (rel->col[k] == i) {
-				val[k] = (const char *)r->p;
-				vlen[k] = len;
-			}
-		r->p += len;
-	}
-	for (int k = 0; k < NCOLS; k++)
-		if (val[k] == NULL || (k != COL_PAYLOAD && vlen[k] > 4096)) {
-			snprintf(err, errlen, "outbox row without a usable %s", cdc_colnames[k]);
-			return false;
-		}
-	if (vlen[COL_EVENT_ID] != 36) {
-		snprintf(err, errlen, "outbox row with a malformed event_id");
+	if (!pgo_tuple(r, rel, &row, err, errlen))
 		return false;
-	}
 	if (t->n == t->cap) {
 		int cap = t->cap ? t->cap * 2 : 4;
 		struct cdc_event **n = realloc(t->ev, (size_t)cap * sizeof *n);
@@ -460,30 +325,23 @@ static bool cdc_on_insert(struct cdc *x, struct cdc_reader *r, char *err, size_t
 		t->ev = n;
 		t->cap = cap;
 	}
-	ev = calloc(1, sizeof *ev + vlen[COL_AGG_ID] + vlen[COL_AGG_TYPE] + vlen[COL_EVENT_TYPE] + 3);
+	ev = calloc(1, sizeof *ev + row.len[PGO_AGG_ID] + row.len[PGO_AGG_TYPE] +
+			       row.len[PGO_EVENT_TYPE] + 3);
 	if (ev == NULL)
 		goto oom;
 	t->ev[t->n++] = ev;
-	memcpy(ev->event_id, val[COL_EVENT_ID], 36);
+	memcpy(ev->event_id, row.val[PGO_EVENT_ID], 36);
 	s = ev->strs;
-	ev->row.aggregate_id = memcpy(s, val[COL_AGG_ID], vlen[COL_AGG_ID]);
-	s += vlen[COL_AGG_ID] + 1;
-	ev->row.aggregate_type = memcpy(s, val[COL_AGG_TYPE], vlen[COL_AGG_TYPE]);
-	s += vlen[COL_AGG_TYPE] + 1;
-	ev->row.event_type = memcpy(s, val[COL_EVENT_TYPE], vlen[COL_EVENT_TYPE]);
+	ev->row.aggregate_id = memcpy(s, row.val[PGO_AGG_ID], row.len[PGO_AGG_ID]);
+	s += row.len[PGO_AGG_ID] + 1;
+	ev->row.aggregate_type = memcpy(s, row.val[PGO_AGG_TYPE], row.len[PGO_AGG_TYPE]);
+	s += row.len[PGO_AGG_TYPE] + 1;
+	ev->row.event_type = memcpy(s, row.val[PGO_EVENT_TYPE], row.len[PGO_EVENT_TYPE]);
 	ev->row.event_id = ev->event_id;
-	{
-		char num[32];
-
-		memcpy(num, val[COL_ID], vlen[COL_ID] < 31 ? vlen[COL_ID] : 31);
-		num[vlen[COL_ID] < 31 ? vlen[COL_ID] : 31] = '\0';
-		ev->row.id = strtoll(num, NULL, 10);
-		memcpy(num, val[COL_SEQ], vlen[COL_SEQ] < 31 ? vlen[COL_SEQ] : 31);
-		num[vlen[COL_SEQ] < 31 ? vlen[COL_SEQ] : 31] = '\0';
-		ev->row.seq = strtoll(num, NULL, 10);
-	}
-	ev->row.payload = val[COL_PAYLOAD];
-	ev->row.payload_len = vlen[COL_PAYLOAD];
+	ev->row.id = row.id;
+	ev->row.seq = row.seq;
+	ev->row.payload = row.val[PGO_PAYLOAD];
+	ev->row.payload_len = row.len[PGO_PAYLOAD];
 	ev->row.publish = true;
 	/* One row at a time: an enqueue error is recorded in the row and
 	 * fails the transaction, which is then streamed again. */
@@ -491,26 +349,22 @@ static bool cdc_on_insert(struct cdc *x, struct cdc_reader *r, char *err, size_t
 		x->ctr.published++;
 	ev->row.payload = NULL; /* the message buffer goes away; librdkafka copied it */
 	return true;
-bad:
-	snprintf(err, errlen, "malformed Insert message");
-	return false;
 oom:
 	snprintf(err, errlen, "out of memory");
 	return false;
 }
 
 /* One pgoutput message (the payload of an XLogData). */
-static bool cdc_on_message(struct cdc *x, struct cdc_reader *r, char *err, size_t errlen)
+static bool cdc_on_message(struct cdc *x, struct pgo_reader *r, char *err, size_t errlen)
 {
-	uint8_t tag = 0, flags;
-	uint64_t lsn, end, ts;
-	uint32_t xid;
+	uint64_t end;
+	uint8_t tag = 0;
 
-	if (!cdc_get_u8(r, &tag))
+	if (!pgo_u8(r, &tag))
 		goto bad;
 	switch (tag) {
 	case 'B':
-		if (!cdc_get_u64(r, &lsn) || !cdc_get_u64(r, &ts) || !cdc_get_u32(r, &xid))
+		if (!pgo_begin(r))
 			goto bad;
 		cdc_txn_free(x->cur);
 		x->cur = calloc(1, sizeof *x->cur);
@@ -521,8 +375,7 @@ static bool cdc_on_message(struct cdc *x, struct cdc_reader *r, char *err, size_
 		x->cur->recv_us = util_now_us();
 		return true;
 	case 'C':
-		if (!cdc_get_u8(r, &flags) || !cdc_get_u64(r, &lsn) || !cdc_get_u64(r, &end) ||
-		    !cdc_get_u64(r, &ts))
+		if (!pgo_commit(r, &end))
 			goto bad;
 		if (x->cur == NULL) {
 			snprintf(err, errlen, "Commit without Begin");
@@ -555,14 +408,9 @@ bad:
  * flush_lsn (the slot's confirmed position follows flush). */
 static bool cdc_send_status(struct cdc *x, bool reply)
 {
-	unsigned char m[34];
+	unsigned char m[PGO_STATUS_LEN];
 
-	m[0] = 'r';
-	put_u64(m + 1, x->write_lsn > x->flush_lsn ? x->write_lsn : x->flush_lsn);
-	put_u64(m + 9, x->flush_lsn);
-	put_u64(m + 17, x->flush_lsn);
-	put_u64(m + 25, (uint64_t)(util_now_us() - CDC_PG_EPOCH_US));
-	m[33] = reply ? 1 : 0;
+	pgo_status(m, x->write_lsn, x->flush_lsn, util_now_us(), reply);
 	x->status_ms = util_mono_ms();
 	return PQputCopyData(x->repl, (const char *)m, sizeof m) == 1 && PQflush(x->repl) == 0;
 }
@@ -690,16 +538,21 @@ static bool cdc_mark(struct cdc *x, char *err, size_t errlen)
 static bool cdc_ensure_publication(struct cdc *x, char *err, size_t errlen)
 {
 	const char *params[1] = { x->cfg->relay_publication };
-	PGresult *res = cdc_query(x->db, "SELECT 1 FROM pg_publication WHERE pubname = $1", 1,
-				  params, err, errlen);
+	PGresult *res = cdc_query(x->db,
+				  "SELECT count(*), count(*) FILTER (WHERE EXISTS ("
+				  "  SELECT 1 FROM pg_publication_tables t WHERE t.pubname = p.pubname"
+				  "   AND t.schemaname = 'public' AND t.tablename = 'outbox'))"
+				  "  FROM pg_publication p WHERE p.pubname = $1",
+				  1, params, err, errlen);
 	char *ident, sql[256];
-	bool ok;
+	bool exists, carries, ok;
 
 	if (res == NULL)
 		return false;
-	ok = PQntuples(res) == 1;
+	exists = PQgetvalue(res, 0, 0)[0] == '1';
+	carries = PQgetvalue(res, 0, 1)[0] == '1';
 	PQclear(res);
-	if (ok)
+	if (carries)
 		return true;
 	ident = PQescapeIdentifier(x->db, x->cfg->relay_publication,
 				   strlen(x->cfg->relay_publication));
@@ -707,15 +560,20 @@ static bool cdc_ensure_publication(struct cdc *x, char *err, size_t errlen)
 		db_error(x->db, NULL, err, errlen);
 		return false;
 	}
-	/* Inserts only; a partitioned outbox is published as its root. */
-	snprintf(sql, sizeof sql,
-		 "CREATE PUBLICATION %s FOR TABLE public.outbox "
-		 "WITH (publish = 'insert', publish_via_partition_root = true)", ident);
+	/* Inserts only; a partitioned outbox is published as its root. A
+	 * publication that lost the table (the outbox was replaced by a new
+	 * one) is pointed at the current public.outbox. */
+	if (exists)
+		snprintf(sql, sizeof sql, "ALTER PUBLICATION %s SET TABLE public.outbox", ident);
+	else
+		snprintf(sql, sizeof sql,
+			 "CREATE PUBLICATION %s FOR TABLE public.outbox "
+			 "WITH (publish = 'insert', publish_via_partition_root = true)", ident);
 	PQfreemem(ident);
 	ok = db_exec(x->db, sql, err, errlen);
 	if (ok)
-		log_info("created publication %s on public.outbox (inserts)",
-			 x->cfg->relay_publication);
+		log_info("%s publication %s on public.outbox (inserts)",
+			 exists ? "re-pointed" : "created", x->cfg->relay_publication);
 	else if (strstr(err, "already exists") != NULL)
 		ok = true; /* another relay was quicker */
 	return ok;
@@ -917,36 +775,36 @@ out:
 /* One CopyData from the server. */
 static bool cdc_on_copydata(struct cdc *x, const char *buf, int len, char *err, size_t errlen)
 {
-	struct cdc_reader r = { (const unsigned char *)buf, (const unsigned char *)buf + len };
-	uint64_t start, end, ts;
-	uint8_t kind, reply;
+	struct pgo_reader r = { (const unsigned char *)buf, (const unsigned char *)buf + len };
+	uint64_t lsn;
+	uint8_t kind;
+	bool reply;
 
-	if (!cdc_get_u8(&r, &kind))
+	if (!pgo_u8(&r, &kind))
 		goto bad;
 	if (kind == 'w') {
-		if (!cdc_get_u64(&r, &start) || !cdc_get_u64(&r, &end) || !cdc_get_u64(&r, &ts))
+		if (!pgo_xlogdata(&r, &lsn))
 			goto bad;
-		if (start > x->write_lsn)
-			x->write_lsn = start;
+		if (lsn > x->write_lsn)
+			x->write_lsn = lsn;
 		if (!cdc_on_message(x, &r, err, errlen))
 			return false;
 		/* Settled up to here (e.g. after a heartbeat on an idle outbox). */
-		if (cdc_idle(x) && start > x->flush_lsn)
-			x->flush_lsn = start;
+		if (cdc_idle(x) && lsn > x->flush_lsn)
+			x->flush_lsn = lsn;
 		return true;
 	}
 	if (kind == 'k') {
-		if (!cdc_get_u64(&r, &end) || !cdc_get_u64(&r, &ts) || !cdc_get_u8(&r, &reply))
+		if (!pgo_keepalive(&r, &lsn, &reply))
 			goto bad;
-		if (end > x->write_lsn)
-			x->write_lsn = end;
-		if (cdc_idle(x) && end > x->flush_lsn)
-			x->flush_lsn = end; /* everything before it was seen and settled */
+		if (lsn > x->write_lsn)
+			x->write_lsn = lsn;
+		if (cdc_idle(x) && lsn > x->flush_lsn)
+			x->flush_lsn = lsn; /* everything before it was seen and settled */
 		if (reply && !cdc_send_status(x, false)) {
 			db_error(x->repl, NULL, err, errlen);
 			return false;
 		}
-		return true;
 	}
 	return true;
 bad:
@@ -974,7 +832,7 @@ static void cdc_summary(struct cdc *x, bool force)
 
 	if (!force && now - x->summary_ms < CDC_SUMMARY_MS)
 		return;
-	cdc_lsn_str(x->flush_lsn, lsn);
+	pgo_lsn_str(x->flush_lsn, lsn);
 	if (n > 0 || force)
 		log_info("streamed %" PRId64 " events in %.1f s (%.0f/s); totals: transactions %"
 			 PRId64 ", published %" PRId64 ", acked %" PRId64 ", failed %" PRId64
@@ -1011,7 +869,7 @@ static enum lead_result cdc_stream(struct cdc *x, char *err, size_t errlen)
 	out = cdc_start(x, err, errlen);
 	if (out != LEAD_OK)
 		return out;
-	cdc_lsn_str(x->flush_lsn, lsn);
+	pgo_lsn_str(x->flush_lsn, lsn);
 	log_info("streaming slot %s (publication %s) from %s", x->cfg->relay_slot,
 		 x->cfg->relay_publication, lsn);
 	while (!*x->stop) {
@@ -1116,7 +974,7 @@ static bool cdc_try_lead(struct cdc *x, bool *lost)
 	const char *params[1] = { x->cfg->relay_slot };
 	char err[512];
 	PGresult *res = cdc_query(x->db,
-				  "SELECT pg_try_advisory_lock(1868724325, hashtext($1))", 1,
+				  "SELECT pg_try_advisory_lock(" CDC_STR(CDC_LOCK_NS) ", hashtext($1))", 1,
 				  params, err, sizeof err);
 	bool got;
 

@@ -7,9 +7,6 @@
  * server only after that. See cdc.c for the whole argument. */
 
 #include <signal.h>
-#include <stdbool.h>
-#include <stddef.h>
-#include <stdint.h>
 
 #include "conf.h"
 
@@ -19,22 +16,5 @@
  * configuration error). */
 int cdc_run(const struct conf *c, int relay_id, volatile sig_atomic_t *stop,
 	    volatile sig_atomic_t *hup) __attribute__((warn_unused_result));
-
-/* Big-endian readers for the replication protocol, bounds-checked: each
- * returns false (and leaves *p unchanged) when fewer than the needed bytes
- * remain between *p and end. */
-struct cdc_reader {
-	const unsigned char *p, *end;
-};
-
-bool cdc_get_u8(struct cdc_reader *r, uint8_t *v) __attribute__((warn_unused_result));
-bool cdc_get_u16(struct cdc_reader *r, uint16_t *v) __attribute__((warn_unused_result));
-bool cdc_get_u32(struct cdc_reader *r, uint32_t *v) __attribute__((warn_unused_result));
-bool cdc_get_u64(struct cdc_reader *r, uint64_t *v) __attribute__((warn_unused_result));
-/* A NUL-terminated string inside the message; *s points into it. */
-bool cdc_get_str(struct cdc_reader *r, const char **s) __attribute__((warn_unused_result));
-
-/* "X/Y" text form of an LSN. */
-void cdc_lsn_str(uint64_t lsn, char out[24]);
 
 #endif
