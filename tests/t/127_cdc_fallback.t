@@ -47,15 +47,25 @@ write 40 5
 is "$(unsent)" "200" "200 events written while the relay is stopped"
 q "DROP TABLE IF EXISTS public.wal_filler; CREATE TABLE public.wal_filler (id bigint, pad text)" \
 	>/dev/null
+filler() { q "INSERT INTO public.wal_filler SELECT g, repeat(md5(g::text), 28)
+                FROM generate_series(1, 11000) g" >/dev/null; }
+filler
+warnconf=$(printf '[relay]\nwal_warn_mb = 1\n' | test_conf)
+out=$("$BIN/outboxctl" -c "$warnconf" status 2>/dev/null)
+case "$out" in *"WARNING: slot outboxd retains "*"MB of WAL, above [relay] wal_warn_mb = 1"*) r=0 ;; *) r=1 ;; esac
+ok $r "outboxctl status warns about the WAL the stopped relay's slot retains"
+rm -f "$warnconf"
 lost() { [ "$(q "SELECT wal_status FROM pg_replication_slots WHERE slot_name = 'outboxd'")" = lost ]; }
 for i in 1 2 3 4 5 6; do
-	q "INSERT INTO public.wal_filler SELECT g, repeat(md5(g::text), 28)
-	     FROM generate_series(1, 11000) g" >/dev/null
+	filler
 	q "CHECKPOINT" >/dev/null
 	lost && break
 done
 lost
 ok $? "the server invalidated the slot (wal_status = lost)"
+out=$("$BIN/outboxctl" -c "$conf" status --json 2>/dev/null)
+case "$out" in *'"wal_status":"lost"'*'"warnings":["slot outboxd is invalidated'*) r=0 ;; *) r=1 ;; esac
+ok $r "outboxctl status --json shows the slot lost, with a warning"
 
 "$BIN/outbox-relay" -c "$conf" --id 0 >>"$tmp/relay.log" 2>&1 &
 pid=$!
