@@ -28,6 +28,7 @@ UNIT_BIN := $(patsubst tests/t/%.c,$(BUILD)/t/%,$(UNIT_SRC))
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(patsubst $(BUILD)/%,%,$(1)))
 
 .PHONY: all debug asan deps check check-run unit services demo chaos bench clean help
+.PHONY: bench-latency
 all: $(addprefix $(BIN)/,$(PROGS))
 
 help:
@@ -36,6 +37,8 @@ help:
 	@echo "make demo     the crash-injection story end to end on the local services"
 	@echo "make chaos    the crash schedule alone (scripts/chaos --help for its options)"
 	@echo "make debug    ASan/UBSan build into build/debug and bin-debug/, unit tests under it"
+	@echo "make bench    the benchmarks (never part of make check)"
+	@echo "make bench-latency  commit-to-applied latency per relay mode (scripts/bench-latency --help)"
 	@echo "make clean    remove build output"
 
 define prog_rule
@@ -92,6 +95,14 @@ demo: deps
 chaos: deps
 	@$(MAKE) --no-print-directory all
 	bash scripts/chaos
+
+# Benchmarks: never part of make check. bench runs each of them, one line each.
+bench: bench-latency
+
+# e.g. make bench-latency BENCH_LATENCY_ARGS='--modes "poll500 notify" --seconds 10'
+bench-latency: deps
+	@$(MAKE) --no-print-directory all
+	bash scripts/bench-latency $(BENCH_LATENCY_ARGS)
 
 clean:
 	rm -rf build bin bin-debug
