@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The dual write loses events: with orders.after_commit armed at 2%, the
-# naive order service dies after committing and before producing; the topic
+# The dual write loses events: with orders.after_commit armed at 0.5%, the
+# naive order service dies after committing and before producing (in about
+# two runs of three; the others finish and flush); the topic
 # ends up with fewer events than the database committed.
 . "$(dirname "$0")/../lib.sh"
 
@@ -13,7 +14,7 @@ while :; do
 	[ "$n" -ge 1000 ] && break
 	runs=$((runs + 1))
 	[ $runs -gt 200 ] && break
-	OUTBOX_CRASH=orders.after_commit:0.02 OUTBOX_CRASH_SEED=$runs \
+	OUTBOX_CRASH=orders.after_commit:0.005 OUTBOX_CRASH_SEED=$runs \
 		"$BIN/orders" --mode naive --orders 40 --events-per-order 5 --concurrency 4 \
 		--seed $runs --quiet >/dev/null 2>&1
 	[ $? -eq 86 ] && crashes=$((crashes + 1))
