@@ -140,16 +140,15 @@ out:
 	return ok;
 }
 
-char *dlq_headers_json(const rd_kafka_message_t *rkm)
+char *dlq_headers_json(const rd_kafka_headers_t *h)
 {
-	rd_kafka_headers_t *h = NULL;
 	const char *name;
 	const void *val;
 	size_t size;
 	json_t *a;
 	char *s;
 
-	if (rd_kafka_message_headers(rkm, &h) != RD_KAFKA_RESP_ERR_NO_ERROR || h == NULL)
+	if (h == NULL)
 		return NULL;
 	a = json_array();
 	if (a == NULL)

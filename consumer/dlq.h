@@ -40,10 +40,10 @@ bool dlq_publish(struct dlq *d, const rd_kafka_message_t *rkm, const struct dlq_
 		 volatile sig_atomic_t *stop, char *err, size_t errlen)
 	__attribute__((warn_unused_result));
 
-/* A message's headers as JSON text [[name, value], ...] (value null when
- * absent or not UTF-8): malloc'ed, caller frees; NULL when the message has
- * no headers or out of memory. */
-char *dlq_headers_json(const rd_kafka_message_t *rkm) __attribute__((warn_unused_result));
+/* Headers as JSON text [[name, value], ...] in wire order (value null when
+ * absent or not UTF-8): malloc'ed, caller frees; NULL when h is NULL (no
+ * headers) or out of memory. */
+char *dlq_headers_json(const rd_kafka_headers_t *h) __attribute__((warn_unused_result));
 
 /* Headers rebuilt from that JSON (NULL or "" gives none). NULL when the
  * text is not such an array; the caller destroys them. */

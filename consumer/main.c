@@ -321,7 +321,13 @@ static enum handled dead_letter(const rd_kafka_message_t *rkm, const struct appl
 		if (stop)
 			goto out;
 	}
-	hj = dlq_headers_json(rkm);
+	{
+		rd_kafka_headers_t *hdrs = NULL;
+
+		if (rd_kafka_message_headers(rkm, &hdrs) != RD_KAFKA_RESP_ERR_NO_ERROR)
+			hdrs = NULL;
+		hj = dlq_headers_json(hdrs);
+	}
 	d.headers_json = hj;
 	backoff = 0;
 	for (;;) {
