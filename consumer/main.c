@@ -15,7 +15,13 @@
  * server crash loses them), so the consumer rewinds its partitions to the
  * committed offsets and processes from there again; the inbox and the
  * projection's last_seq drop whatever did survive. With 0, every message
- * commits synchronously and its offset is committed right after. */
+ * commits synchronously and its offset is committed right after.
+ *
+ * A message that cannot be applied is never skipped silently: transient
+ * database errors are retried without limit; other errors within the retry
+ * budget; then (and at once for poison) it is produced to the dead-letter
+ * topic, recorded in sink.dead_letters with its order quarantined, and only
+ * then is its offset recorded (see dlq.h and apply.h). */
 #include <getopt.h>
 #include <inttypes.h>
 #include <signal.h>
@@ -66,6 +72,11 @@ static void usage(FILE *f)
 		"aggregate_seq order, to schema sink ([consumer] conninfo, default the\n"
 		"[database] one). Gaps, duplicates and poison messages go to\n"
 		"sink.ordering_audit and to the JSON-lines file [supervisor] audit_file.\n"
+		"Poison, and messages still failing after the retry budget ([consumer]\n"
+		"retry_max_attempts, retry_max_ms), go to the dead-letter topic (topic +\n"
+		"\".dlq\") and sink.dead_letters; later events of their order are parked\n"
+		"until outboxctl dlq retry or drop. Inbox rows older than [consumer]\n"
+		"inbox_retention_hours are swept every inbox_sweep_interval_ms.\n"
 		"  -c, --config FILE  configuration (default $OUTBOX_CONF or conf/outboxd.conf)\n"
 		"  --id I             worker id, 0..1023 (default 0)\n"
 		"  -h, --help         this text\n"
