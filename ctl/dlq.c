@@ -48,6 +48,9 @@ static const char SQL_LIST[] =
 	"   AS quarantined"
 	" FROM sink.dead_letters d WHERE $1::bool OR d.status = 'open' ORDER BY d.id";
 
+static const char SQL_SCHEMA[] =
+	"SELECT 1 FROM sink.dead_letters, sink.parked, sink.quarantine LIMIT 0";
+
 static const char SQL_GET[] =
 	"SELECT status, topic, kafka_partition, kafka_offset, msg_key, headers::text, payload,"
 	" aggregate_id, aggregate_seq, event_id, reason"
@@ -619,7 +622,15 @@ int ctl_dlq(struct ctl *ctl)
 	probe = ctl_connect(conf_sink_conninfo(&ctl->conf), "consumer");
 	if (probe == NULL)
 		return 1;
-	PQfinish(probe);
+	{
+		/* ... nor on a schema that is not there yet (migrate not run). */
+		PGresult *res = ctl_query(probe, SQL_SCHEMA, 0, NULL);
+
+		PQclear(res);
+		PQfinish(probe);
+		if (res == NULL)
+			return 1;
+	}
 	util_on_signals(dlq_on_signal);
 	au = audit_open(ctl->conf.sup_audit_file, err, sizeof err);
 	if (au == NULL) {
