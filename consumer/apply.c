@@ -569,6 +569,12 @@ enum apply_result apply_event(struct apply *a, const struct apply_msg *m, char *
 	PQclear(res);
 	res = NULL;
 
+	if (quarantined && !a->release && m->seq <= last) {
+		/* A stale copy (redelivered after a crash, say): nothing to keep. */
+		rollback(a);
+		return audit_row(a, m, "duplicate", last + 1, "stale aggregate_seq", true,
+				 err, errlen);
+	}
 	if (quarantined && !a->release) {
 		/* The order has a dead-lettered event: keep this one, in arrival
 		 * order, until the dead letter is retried or dropped. */

@@ -82,7 +82,8 @@ static void usage(FILE *f)
 		"  -h, --help         this text\n"
 		"Stops after the current message on SIGTERM/SIGINT (exit 0). Exit 1: runtime\n"
 		"failure; 2: usage or configuration error.\n"
-		"Crash injection: OUTBOX_CRASH=consumer.after_apply:P,consumer.after_commit:P\n");
+		"Crash injection: OUTBOX_CRASH=consumer.after_apply:P,consumer.after_commit:P,\n"
+		"consumer.after_dlq_publish:P,consumer.after_dead_letter:P\n");
 }
 
 /* This consumer's counters to sink.consumers, in a synchronous commit that
@@ -332,6 +333,7 @@ static enum handled dead_letter(const rd_kafka_message_t *rkm, const struct appl
 		if (stop)
 			goto out;
 	}
+	crash_point("consumer.after_dlq_publish");
 	{
 		rd_kafka_headers_t *hdrs = NULL;
 
@@ -359,6 +361,7 @@ static enum handled dead_letter(const rd_kafka_message_t *rkm, const struct appl
 		h = FAILED;
 		goto out;
 	}
+	crash_point("consumer.after_dead_letter");
 	counters.dead_lettered++;
 	log_warn("dead letter %" PRId64 ": [%" PRId32 "] offset %" PRId64 " order %s seq %" PRId64
 		 " (%s, %d attempt%s): %s", id, m->partition, m->offset,
