@@ -738,6 +738,7 @@ enum apply_result apply_dead_letter(struct apply *a, const struct apply_msg *m,
 	const char *params[16];
 	PGresult *res = NULL;
 	enum apply_result r = APPLY_FAILED;
+	bool in_txn = false;
 	bool has_order = m->aggregate_id[0] != '\0' && m->seq > 0;
 
 	if (oom) {
@@ -775,25 +776,26 @@ enum apply_result apply_dead_letter(struct apply *a, const struct apply_msg *m,
 		r = transient(a->conn, "") ? APPLY_RETRY : APPLY_FAILED;
 		goto out;
 	}
+	in_txn = true;
 	if (has_order) {
 		/* The projection lock first, as in apply_event and the release. */
 		const char *p_agg[1] = { m->aggregate_id };
 
 		res = run(a, "c_proj_new", 1, p_agg, PGRES_COMMAND_OK, state, err, errlen);
 		if (res == NULL)
-			goto fail;
+			goto out;
 		PQclear(res);
 		res = run(a, "c_lock", 1, p_agg, PGRES_TUPLES_OK, state, err, errlen);
 		if (res == NULL)
-			goto fail;
+			goto out;
 		PQclear(res);
 	}
 	res = run(a, "c_dead", 16, params, PGRES_TUPLES_OK, state, err, errlen);
 	if (res == NULL)
-		goto fail;
+		goto out;
 	if (PQntuples(res) < 1) {
 		snprintf(err, errlen, "dead letter row not found after insert");
-		goto fail;
+		goto out;
 	}
 	*id = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
 	snprintf(id_s, sizeof id_s, "%" PRId64, *id);
@@ -804,7 +806,7 @@ enum apply_result apply_dead_letter(struct apply *a, const struct apply_msg *m,
 
 		res = run(a, "c_quarantine", 3, qp, PGRES_COMMAND_OK, state, err, errlen);
 		if (res == NULL)
-			goto fail;
+			goto out;
 		PQclear(res);
 		res = NULL;
 	}
@@ -812,16 +814,18 @@ enum apply_result apply_dead_letter(struct apply *a, const struct apply_msg *m,
 	if (PQresultStatus(res) != PGRES_COMMAND_OK) {
 		db_error(a->conn, res, err, errlen);
 		snprintf(state, sizeof state, "%s", db_sqlstate(res));
-		goto fail;
+		goto out;
 	}
+	in_txn = false;
 	r = APPLY_DUPLICATE;
-	goto out;
-fail:
-	PQclear(res);
-	res = NULL;
-	rollback(a);
-	r = transient(a->conn, state) ? APPLY_RETRY : APPLY_FAILED;
 out:
+	if (in_txn) {
+		/* Failed inside the transaction (err and state say why). */
+		r = transient(a->conn, state) ? APPLY_RETRY : APPLY_FAILED;
+		PQclear(res);
+		res = NULL;
+		rollback(a);
+	}
 	PQclear(res);
 	free(key_hex);
 	free(pay_hex);

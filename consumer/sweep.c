@@ -56,11 +56,11 @@ bool sweep_inbox(PGconn *conn, int hours, int batch, int max_batches, long max_m
 		}
 		res = PQexec(conn, "BEGIN");
 		if (PQresultStatus(res) != PGRES_COMMAND_OK)
-			goto fail;
+			goto out;
 		PQclear(res);
 		res = PQexec(conn, wait ? SQL_WAIT_LOCK : SQL_TRY_LOCK);
 		if (PQresultStatus(res) != PGRES_TUPLES_OK)
-			goto fail;
+			goto out;
 		if (!wait && strcmp(PQgetvalue(res, 0, 0), "t") != 0) {
 			PQclear(res);
 			res = NULL;
@@ -71,12 +71,12 @@ bool sweep_inbox(PGconn *conn, int hours, int batch, int max_batches, long max_m
 		PQclear(res);
 		res = PQexecParams(conn, SQL_SWEEP, 2, NULL, params, NULL, NULL, 0);
 		if (PQresultStatus(res) != PGRES_COMMAND_OK)
-			goto fail;
+			goto out;
 		got = strtol(PQcmdTuples(res), NULL, 10);
 		PQclear(res);
 		res = PQexec(conn, "COMMIT");
 		if (PQresultStatus(res) != PGRES_COMMAND_OK)
-			goto fail;
+			goto out;
 		PQclear(res);
 		res = NULL;
 		*deleted += got;
@@ -84,13 +84,12 @@ bool sweep_inbox(PGconn *conn, int hours, int batch, int max_batches, long max_m
 			break;
 	}
 	ok = true;
-	goto out;
-fail:
-	db_error(conn, res, err, errlen);
-	snprintf(state, 6, "%s", db_sqlstate(res));
-	PQclear(res);
-	res = NULL;
-	sweep_rollback(conn);
 out:
+	if (!ok) {
+		db_error(conn, res, err, errlen);
+		snprintf(state, 6, "%s", db_sqlstate(res));
+		sweep_rollback(conn);
+	}
+	PQclear(res);
 	return ok;
 }

@@ -223,7 +223,7 @@ static int dlq_release(struct apply *ap, const char *order, bool json, json_t *o
 	PGresult *res = NULL;
 	int64_t released = 0, dups = 0;
 	char err[1024], open_dls[256] = "";
-	bool gap, parked_left, lifted = false;
+	bool gap, parked_left, lifted = false, in_txn = false;
 	int rc = 1;
 
 	for (;;) {
@@ -234,15 +234,16 @@ static int dlq_release(struct apply *ap, const char *order, bool json, json_t *o
 			fprintf(stderr, "outboxctl: %s\n", conn == NULL ? "lost the sink database" : err);
 			goto out;
 		}
+		in_txn = true;
 		/* Under the order's lock, as the consumer parks. */
 		if ((res = dlq_run(conn, SQL_PROJ_NEW, 1, p_order, PGRES_COMMAND_OK)) == NULL)
-			goto rollback;
+			goto out;
 		PQclear(res);
 		if ((res = dlq_run(conn, SQL_PROJ_LOCK, 1, p_order, PGRES_TUPLES_OK)) == NULL)
-			goto rollback;
+			goto out;
 		PQclear(res);
 		if ((res = dlq_run(conn, SQL_LIFT_CHECK, 1, p_order, PGRES_TUPLES_OK)) == NULL)
-			goto rollback;
+			goto out;
 		parked_left = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
 		snprintf(open_dls, sizeof open_dls, "%s",
 			 PQgetisnull(res, 0, 1) ? "" : PQgetvalue(res, 0, 1));
@@ -250,18 +251,20 @@ static int dlq_release(struct apply *ap, const char *order, bool json, json_t *o
 		res = NULL;
 		if (!parked_left && open_dls[0] == '\0') {
 			if ((res = dlq_run(conn, SQL_LIFT, 1, p_order, PGRES_COMMAND_OK)) == NULL)
-				goto rollback;
+				goto out;
 			PQclear(res);
 			res = NULL;
 			if (!db_exec(conn, "COMMIT", err, sizeof err)) {
 				fprintf(stderr, "outboxctl: %s\n", err);
-				goto rollback;
+				goto out;
 			}
+			in_txn = false;
 			lifted = true;
 			rc = 0;
 			break;
 		}
 		dlq_rollback(conn);
+		in_txn = false;
 		if (parked_left && !gap && open_dls[0] == '\0')
 			continue; /* parked by a consumer meanwhile: once more */
 		rc = open_dls[0] != '\0' ? 0 : 1;
@@ -284,12 +287,10 @@ static int dlq_release(struct apply *ap, const char *order, bool json, json_t *o
 		fprintf(stderr, "outboxctl: order %s stays quarantined: its next event is missing; "
 			"republish it (outboxctl replay --order %s) and run dlq retry again\n",
 			order, order);
-	goto out;
-rollback:
-	PQclear(res);
-	res = NULL;
-	dlq_rollback(conn);
 out:
+	PQclear(res);
+	if (in_txn)
+		dlq_rollback(conn);
 	return rc;
 }
 
@@ -360,7 +361,11 @@ static unsigned char *dlq_bytes(const PGresult *res, int c, size_t *len)
 	return PQunescapeBytea((const unsigned char *)PQgetvalue(res, 0, c), len);
 }
 
-static int dlq_retry(struct ctl *ctl, struct apply *ap, const char *id, json_t *out)
+/* Apply dead letter id again and mark it retried; order gets its order id
+ * ("" when it has none) for the release. 0 when applied, found applied, or
+ * already resolved; 1 otherwise (said why). */
+static int dlq_retry_apply(struct ctl *ctl, struct apply *ap, const char *id, json_t *out,
+			   char *order, size_t orderlen)
 {
 	const char *p_id[1] = { id };
 	PGconn *conn = apply_conn(ap);
@@ -369,7 +374,7 @@ static int dlq_retry(struct ctl *ctl, struct apply *ap, const char *id, json_t *
 	size_t key_len, payload_len;
 	rd_kafka_headers_t *hdrs = NULL;
 	struct apply_msg m;
-	char why[256], err[1024], order[256] = "";
+	char why[256], err[1024];
 	enum apply_result r;
 	int rc = 1;
 
@@ -380,12 +385,13 @@ static int dlq_retry(struct ctl *ctl, struct apply *ap, const char *id, json_t *
 		fprintf(stderr, "outboxctl: no dead letter %s\n", id);
 		goto out;
 	}
-	snprintf(order, sizeof order, "%s", PQgetvalue(res, 0, 7));
+	snprintf(order, orderlen, "%s", PQgetvalue(res, 0, 7));
 	if (strcmp(PQgetvalue(res, 0, 0), "open") != 0) {
 		if (!ctl->json)
 			printf("dead letter %s is already %s\n", id, PQgetvalue(res, 0, 0));
 		json_object_set_new(out, "applied", json_string("already"));
-		goto release;
+		rc = 0;
+		goto out;
 	}
 	key = dlq_bytes(res, 4, &key_len);
 	payload = dlq_bytes(res, 6, &payload_len);
@@ -428,13 +434,7 @@ static int dlq_retry(struct ctl *ctl, struct apply *ap, const char *id, json_t *
 	if (!ctl->json)
 		printf("dead letter %s: order %s seq %" PRId64 " %s\n", id, m.aggregate_id, m.seq,
 		       r == APPLY_APPLIED ? "applied" : "was already applied");
-release:
-	if (order[0] == '\0') {
-		rc = 0; /* not an order's event: nothing was quarantined */
-		goto out;
-	}
-	json_object_set_new(out, "order", json_string(order));
-	rc = dlq_release(ap, order, ctl->json, out);
+	rc = 0;
 out:
 	PQclear(res);
 	PQclear(upd);
@@ -445,15 +445,28 @@ out:
 	return rc;
 }
 
-static int dlq_drop(struct ctl *ctl, struct apply *ap, struct audit *au, const char *id,
-		    json_t *out)
+static int dlq_retry(struct ctl *ctl, struct apply *ap, const char *id, json_t *out)
+{
+	char order[256] = "";
+	int rc = dlq_retry_apply(ctl, ap, id, out, order, sizeof order);
+
+	if (rc != 0 || order[0] == '\0')
+		return rc; /* failed, or not an order's event: nothing quarantined */
+	json_object_set_new(out, "order", json_string(order));
+	return dlq_release(ap, order, ctl->json, out);
+}
+
+/* Give up on dead letter id (see the header comment); order gets its order
+ * id for the release. 0 when dropped or already resolved; 1 otherwise. */
+static int dlq_drop_record(struct ctl *ctl, struct apply *ap, struct audit *au, const char *id,
+			   json_t *out, char *order, size_t orderlen)
 {
 	const char *p_id[1] = { id };
 	PGconn *conn = apply_conn(ap);
 	PGresult *res = NULL;
-	char order[256] = "", event_id[40] = "", seq_s[24] = "", exp_s[24] = "", part_s[16] = "",
+	char event_id[40] = "", seq_s[24] = "", exp_s[24] = "", part_s[16] = "",
 	     off_s[24] = "", detail[1200], detected[40] = "", err[1024];
-	bool skipped = false;
+	bool skipped = false, in_txn = false;
 	int64_t last = -1;
 	int rc = 1;
 
@@ -464,7 +477,7 @@ static int dlq_drop(struct ctl *ctl, struct apply *ap, struct audit *au, const c
 		fprintf(stderr, "outboxctl: no dead letter %s\n", id);
 		goto out;
 	}
-	snprintf(order, sizeof order, "%s", PQgetvalue(res, 0, 7));
+	snprintf(order, orderlen, "%s", PQgetvalue(res, 0, 7));
 	snprintf(seq_s, sizeof seq_s, "%s", PQgetvalue(res, 0, 8));
 	snprintf(event_id, sizeof event_id, "%s", PQgetvalue(res, 0, 9));
 	snprintf(part_s, sizeof part_s, "%s", PQgetvalue(res, 0, 2));
@@ -476,30 +489,29 @@ static int dlq_drop(struct ctl *ctl, struct apply *ap, struct audit *au, const c
 		fprintf(stderr, "outboxctl: %s\n", err);
 		goto out;
 	}
+	in_txn = true;
 	if (order[0] != '\0') {
 		const char *p_order[1] = { order };
 
 		res = dlq_run(conn, SQL_PROJ_NEW, 1, p_order, PGRES_COMMAND_OK);
 		if (res == NULL)
-			goto rollback;
+			goto out;
 		PQclear(res);
 		res = dlq_run(conn, SQL_PROJ_LOCK, 1, p_order, PGRES_TUPLES_OK);
 		if (res == NULL)
-			goto rollback;
+			goto out;
 		last = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
 		PQclear(res);
 		res = NULL;
 	}
 	res = dlq_run(conn, SQL_DL_LOCK, 1, p_id, PGRES_TUPLES_OK);
 	if (res == NULL)
-		goto rollback;
+		goto out;
 	if (strcmp(PQgetvalue(res, 0, 0), "open") != 0) {
 		if (!ctl->json)
 			printf("dead letter %s is already %s\n", id, PQgetvalue(res, 0, 0));
-		PQclear(res);
-		res = NULL;
-		dlq_rollback(conn);
-		goto release;
+		rc = 0;
+		goto out;
 	}
 	PQclear(res);
 	res = NULL;
@@ -508,7 +520,7 @@ static int dlq_drop(struct ctl *ctl, struct apply *ap, struct audit *au, const c
 
 		res = dlq_run(conn, SQL_SKIP, 2, p, PGRES_COMMAND_OK);
 		if (res == NULL)
-			goto rollback;
+			goto out;
 		skipped = strcmp(PQcmdTuples(res), "1") == 0;
 		PQclear(res);
 		res = NULL;
@@ -518,7 +530,7 @@ static int dlq_drop(struct ctl *ctl, struct apply *ap, struct audit *au, const c
 
 		res = dlq_run(conn, SQL_INBOX, 1, p, PGRES_COMMAND_OK);
 		if (res == NULL)
-			goto rollback;
+			goto out;
 		PQclear(res);
 		res = NULL;
 	}
@@ -527,7 +539,7 @@ static int dlq_drop(struct ctl *ctl, struct apply *ap, struct audit *au, const c
 
 		res = dlq_run(conn, SQL_RESOLVE, 3, p, PGRES_COMMAND_OK);
 		if (res == NULL)
-			goto rollback;
+			goto out;
 		PQclear(res);
 		res = NULL;
 	}
@@ -540,15 +552,16 @@ static int dlq_drop(struct ctl *ctl, struct apply *ap, struct audit *au, const c
 
 		res = dlq_run(conn, SQL_AUDIT_DROP, 7, p, PGRES_TUPLES_OK);
 		if (res == NULL)
-			goto rollback;
+			goto out;
 		snprintf(detected, sizeof detected, "%s", PQgetvalue(res, 0, 0));
 		PQclear(res);
 		res = NULL;
 	}
 	if (!db_exec(conn, "COMMIT", err, sizeof err)) {
 		fprintf(stderr, "outboxctl: %s\n", err);
-		goto rollback;
+		goto out;
 	}
+	in_txn = false;
 	{
 		struct audit_line l = {
 			.detected_at = detected, .kind = "dropped",
@@ -569,21 +582,24 @@ static int dlq_drop(struct ctl *ctl, struct apply *ap, struct audit *au, const c
 	if (!ctl->json)
 		printf("dead letter %s dropped (%s)%s\n", id, ctl->reason,
 		       skipped ? "; the order steps over its seq" : "");
-release:
-	if (order[0] == '\0') {
-		rc = 0;
-		goto out;
-	}
-	json_object_set_new(out, "order", json_string(order));
-	rc = dlq_release(ap, order, ctl->json, out);
-	goto out;
-rollback:
-	PQclear(res);
-	res = NULL;
-	dlq_rollback(conn);
+	rc = 0;
 out:
 	PQclear(res);
+	if (in_txn)
+		dlq_rollback(conn);
 	return rc;
+}
+
+static int dlq_drop(struct ctl *ctl, struct apply *ap, struct audit *au, const char *id,
+		    json_t *out)
+{
+	char order[256] = "";
+	int rc = dlq_drop_record(ctl, ap, au, id, out, order, sizeof order);
+
+	if (rc != 0 || order[0] == '\0')
+		return rc;
+	json_object_set_new(out, "order", json_string(order));
+	return dlq_release(ap, order, ctl->json, out);
 }
 
 int ctl_dlq(struct ctl *ctl)
