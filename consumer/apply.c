@@ -346,6 +346,22 @@ static bool transient(PGconn *conn, const char *state)
 	       strncmp(state, "58", 2) == 0 || strcmp(state, "55P03") == 0;
 }
 
+/* Errors that refuse this message rather than say the sink is broken: an
+ * integrity constraint (23), a trigger's or routine's exception (P0, 09,
+ * 27, 2F, 38, 39), a view's check option (44). Worth the retry budget, then
+ * the dead-letter queue. Anything else that is not transient (an undefined
+ * table, a privilege, a syntax error) is the sink's fault and would refuse
+ * every message alike: never a reason to dead-letter. */
+static bool rejected(const char *state)
+{
+	static const char *const classes[] = { "23", "P0", "09", "27", "2F", "38", "39", "44" };
+
+	for (size_t i = 0; i < sizeof classes / sizeof classes[0]; i++)
+		if (strncmp(state, classes[i], 2) == 0)
+			return true;
+	return false;
+}
+
 static bool prepare_all(struct apply *a, char *err, size_t errlen, const char **state)
 {
 	char sql[64];
@@ -678,7 +694,7 @@ fail:
 		snprintf(err, errlen, "%s", detail);
 		return APPLY_POISON;
 	}
-	return APPLY_FAILED;
+	return rejected(state) ? APPLY_REJECTED : APPLY_FAILED;
 }
 
 void apply_set_release(struct apply *a, bool on)

@@ -35,6 +35,8 @@ enum apply_result {
 	APPLY_POISON,      /* unusable message: audited, nothing applied */
 	APPLY_RETRY,       /* transient database error: retry the same message */
 	APPLY_FAILED,      /* permanent database error (not the message's fault) */
+	APPLY_REJECTED,    /* the sink refused this event (constraint, trigger): retry
+			    * within the budget, then dead-letter */
 	APPLY_PARKED,      /* the order is quarantined: parked in sink.parked */
 };
 
@@ -98,7 +100,9 @@ bool apply_connect(struct apply *a, volatile sig_atomic_t *stop)
  * a gap. APPLY_RETRY means nothing happened that matters (retry after
  * backoff; the session reconnects itself on the next call if the connection
  * went away). APPLY_POISON: the database refused the message's own data
- * (nothing recorded; err says why). err says why on RETRY/FAILED. */
+ * (nothing recorded; err says why). APPLY_REJECTED: a constraint or trigger
+ * refused it (SQLSTATE classes 23, P0, 09, 27, 2F, 38, 39, 44). err says
+ * why on RETRY/REJECTED/FAILED. */
 enum apply_result apply_event(struct apply *a, const struct apply_msg *m, char *err, size_t errlen)
 	__attribute__((warn_unused_result));
 

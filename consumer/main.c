@@ -18,10 +18,13 @@
  * commits synchronously and its offset is committed right after.
  *
  * A message that cannot be applied is never skipped silently: transient
- * database errors are retried without limit; other errors within the retry
- * budget; then (and at once for poison) it is produced to the dead-letter
- * topic, recorded in sink.dead_letters with its order quarantined, and only
- * then is its offset recorded (see dlq.h and apply.h). */
+ * database errors are retried without limit; a constraint or trigger
+ * refusing the event is retried within the retry budget; then (and at once
+ * for poison) it is produced to the dead-letter topic, recorded in
+ * sink.dead_letters with its order quarantined, and only then is its offset
+ * recorded (see dlq.h and apply.h). Errors that would refuse every message
+ * alike (a missing table, a privilege) stop the worker, as before: the
+ * message comes again after the restart, nothing is dead-lettered. */
 #include <getopt.h>
 #include <inttypes.h>
 #include <signal.h>
@@ -435,13 +438,14 @@ static long retry_delay(int failures, int64_t first_ms)
 }
 
 /* Process one message to a final outcome. Transient database errors are
- * retried with backoff without limit (never dead-lettered); a permanent
- * error is retried within the budget ([consumer] retry_max_attempts,
- * retry_max_ms), then the message is dead-lettered; poison is dead-lettered
- * at once. STOPPED: a stop came during the retries and nothing was
- * recorded; REWIND: the connection was re-established with asynchronous
- * commits on, go back to the committed offsets (this message comes again);
- * FAILED: the outcome could not be recorded. */
+ * retried with backoff without limit (never dead-lettered); a refusal of
+ * this event (constraint, trigger) is retried within the budget ([consumer]
+ * retry_max_attempts, retry_max_ms), then the message is dead-lettered;
+ * poison is dead-lettered at once. STOPPED: a stop came during the retries
+ * and nothing was recorded; REWIND: the connection was re-established with
+ * asynchronous commits on, go back to the committed offsets (this message
+ * comes again); FAILED: the sink is broken for every message alike (an
+ * undefined table, a privilege) or the outcome could not be recorded. */
 static enum handled handle(const rd_kafka_message_t *rkm)
 {
 	struct apply_msg m;
@@ -462,7 +466,7 @@ static enum handled handle(const rd_kafka_message_t *rkm)
 		if (h != HANDLED)
 			return h;
 		r = apply_event(ap, &m, err, sizeof err);
-		if (r == APPLY_FAILED) {
+		if (r == APPLY_REJECTED) {
 			long delay;
 
 			failures++;
@@ -524,7 +528,10 @@ static enum handled handle(const rd_kafka_message_t *rkm)
 	case APPLY_POISON:
 		return poison(rkm, &m, err); /* the database refused its data */
 	case APPLY_RETRY:
+	case APPLY_REJECTED:
 	case APPLY_FAILED:
+		/* The sink itself is broken (not this message): stop; the message
+		 * comes again after the restart. */
 		log_error("[%" PRId32 "] offset %" PRId64 ": %s", m.partition, m.offset, err);
 		return FAILED;
 	}

@@ -6,7 +6,9 @@
 # and still applied; none of them reaches the dead-letter topic or table.
 # An error that never clears is dead-lettered after exactly
 # retry_max_attempts attempts, with the attempts, the first and last failure
-# times and the error in the table and in the topic's headers.
+# times and the error in the table and in the topic's headers. An error that
+# says the sink itself is broken (42501, insufficient privilege) is not the
+# message's fault: the consumer stops (exit 1) and dead-letters nothing.
 . "$(dirname "$0")/../lib.sh"
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/outboxd-160.XXXXXX")
@@ -26,7 +28,7 @@ reset_db
 q "TRUNCATE sink.dead_letters, sink.parked, sink.quarantine RESTART IDENTITY CASCADE" >/dev/null
 fresh_topic
 sfx="$$-$RANDOM"
-A="A-$sfx" B="B-$sfx" C="C-$sfx" D="D-$sfx" E="E-$sfx"
+A="A-$sfx" B="B-$sfx" C="C-$sfx" D="D-$sfx" E="E-$sfx" F="F-$sfx"
 # nextval() is not rolled back with the failed transaction: it counts attempts.
 q "CREATE SEQUENCE sink.t160_a; CREATE SEQUENCE sink.t160_b; CREATE SEQUENCE sink.t160_c;
    CREATE FUNCTION sink.t160_fault() RETURNS trigger LANGUAGE plpgsql AS \$\$
@@ -39,6 +41,8 @@ q "CREATE SEQUENCE sink.t160_a; CREATE SEQUENCE sink.t160_b; CREATE SEQUENCE sin
        RAISE EXCEPTION 't160: deadlock' USING ERRCODE = '40P01';
      ELSIF NEW.aggregate_id = '$D' THEN
        RAISE EXCEPTION 't160: order % is refused', NEW.aggregate_id USING ERRCODE = 'P0001';
+     ELSIF NEW.aggregate_id = '$F' THEN
+       RAISE EXCEPTION 't160: the sink is broken' USING ERRCODE = '42501';
      END IF;
      RETURN NEW;
    END \$\$;
@@ -120,5 +124,19 @@ echo "$dlq" | cut -f3 | grep -q "\"order_id\":\"$D\""
 ok $? "with the original payload"
 is "$(q "SELECT retries >= 2 + 6 + 4 + 3, dead_lettered FROM sink.consumers WHERE consumer_id = 0")" \
 	"t|1" "sink.consumers counts the retries and the dead letter"
+
+feed "$F" 1 "$(uuid)"
+"$BIN/outbox-consumer" -c "$conf" --id 0 >>"$tmp/consumer.log" 2>&1 &
+pid=$!
+gone() { ! kill -0 "$pid" 2>/dev/null; }
+wait_for 30 gone
+ok $? "F (42501: the sink is broken): the consumer stops"
+wait "$pid"; rc=$?; pid=
+is "$rc" "1" "with exit 1 (retryable: the supervisor restarts it)"
+is "$(q "SELECT count(*) FROM sink.dead_letters WHERE aggregate_id = '$F'")" "0" \
+	"F is not dead-lettered"
+is "$(q "SELECT count(*) FROM sink.quarantine WHERE order_id = '$F'")" "0" "nor quarantined"
+grep -q "ERROR .*t160: the sink is broken" "$tmp/consumer.log"
+ok $? "the consumer logs the error"
 if [ "$T_FAILED" -gt 0 ]; then sed 's/^/# /' "$tmp/consumer.log"; fi
 done_testing
