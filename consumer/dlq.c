@@ -119,7 +119,7 @@ bool dlq_publish(struct dlq *d, const rd_kafka_message_t *rkm, const struct dlq_
 		rd_kafka_headers_destroy(h); /* not handed over */
 		snprintf(err, errlen, "produce to %s: %s", d->cfg->kafka_dlq_topic,
 			 rd_kafka_err2str(e));
-		return false;
+		goto out;
 	}
 	/* The report comes within message.timeout.ms; the stop flag ends the
 	 * wait early (the message is then handled again by whoever gets it). */
@@ -137,6 +137,12 @@ bool dlq_publish(struct dlq *d, const rd_kafka_message_t *rkm, const struct dlq_
 	}
 	ok = true;
 out:
+	if (!ok && rd_kafka_fatal_error(d->rk, NULL, 0) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+		/* An idempotent producer in a fatal state never recovers: the
+		 * next attempt gets a new one. */
+		rd_kafka_destroy(d->rk);
+		d->rk = NULL;
+	}
 	return ok;
 }
 
