@@ -37,11 +37,14 @@ static const char SQL_LOCK[] =
 
 /* A quarantined order's event, parked under the order's projection lock (the
  * release takes it too, so nothing is parked behind a release's back). A
- * redelivery of a parked event parks nothing new. */
+ * redelivery of a parked event, or of the open dead letter itself (a crash
+ * before its offset was committed), parks nothing. */
 static const char SQL_PARK[] =
 	"INSERT INTO sink.parked (aggregate_id, aggregate_seq, event_id, event_type, status, "
 	"  total_cents, topic, kafka_partition, kafka_offset, consumer_id) "
-	"VALUES ($1, $2::bigint, $3::uuid, $4, $5, $6::bigint, $7, $8::int, $9::bigint, $10::int) "
+	"SELECT $1, $2::bigint, $3::uuid, $4, $5, $6::bigint, $7, $8::int, $9::bigint, $10::int "
+	"WHERE NOT EXISTS (SELECT 1 FROM sink.dead_letters WHERE aggregate_id = $1 "
+	"  AND status = 'open' AND event_id = $3::uuid) "
 	"ON CONFLICT (event_id) DO NOTHING";
 
 /* A dead letter, once per Kafka message: the id of the row, new or not. */
@@ -599,10 +602,12 @@ enum apply_result apply_event(struct apply *a, const struct apply_msg *m, char *
 			m->status[0] ? m->status : NULL, m->has_total ? total_s : NULL,
 			m->topic, part_s, off_s, a->consumer_id_s,
 		};
+		bool parked;
 
 		res = run(a, "c_park", 10, params, PGRES_COMMAND_OK, state, err, errlen);
 		if (res == NULL)
 			goto fail;
+		parked = strcmp(PQcmdTuples(res), "1") == 0;
 		PQclear(res);
 		res = PQexec(a->conn, "COMMIT");
 		if (PQresultStatus(res) != PGRES_COMMAND_OK) {
@@ -611,6 +616,9 @@ enum apply_result apply_event(struct apply *a, const struct apply_msg *m, char *
 			goto fail;
 		}
 		PQclear(res);
+		if (!parked)
+			return audit_row(a, m, "duplicate", last + 1,
+					 "already parked or dead-lettered", true, err, errlen);
 		return APPLY_PARKED;
 	}
 
