@@ -129,7 +129,8 @@ int main(int argc, char **argv)
 		}
 	}
 	if (optind >= argc) {
-		fprintf(stderr, "outboxctl: a subcommand is required (migrate, status, audit, verify)\n");
+		fprintf(stderr, "outboxctl: a subcommand is required (migrate, status, audit, "
+			"verify, dlq, replay, inbox-sweep)\n");
 		return 2;
 	}
 	cmd = argv[optind];
