@@ -46,6 +46,13 @@ struct conf {
 	char consumer_group[256];           /* [consumer] group_id */
 	char consumer_conninfo[CONF_STR];   /* [consumer] conninfo ("" = database's) */
 	int consumer_commit_interval_ms;    /* [consumer] commit_interval_ms */
+	int consumer_retry_max_attempts;    /* [consumer] retry_max_attempts */
+	int consumer_retry_max_ms;          /* [consumer] retry_max_ms */
+	int consumer_retry_backoff_ms;      /* [consumer] retry_backoff_ms */
+	char consumer_event_types[CONF_STR]; /* [consumer] event_types ("*" = any) */
+	int consumer_inbox_retention_hours; /* [consumer] inbox_retention_hours */
+	int consumer_inbox_sweep_interval_ms; /* [consumer] inbox_sweep_interval_ms (0 = off) */
+	int consumer_inbox_sweep_batch;     /* [consumer] inbox_sweep_batch */
 
 	char sup_http_listen[128];          /* [supervisor] http_listen */
 	char sup_audit_file[CONF_STR];      /* [supervisor] audit_file */

@@ -32,7 +32,41 @@ static const char SQL_INBOX[] =
 /* The order's high-water mark, locked until commit, so two consumers that
  * briefly share a partition during a rebalance still apply in seq order. */
 static const char SQL_LOCK[] =
-	"SELECT last_seq FROM sink.order_projection WHERE order_id = $1 FOR UPDATE";
+	"SELECT p.last_seq, EXISTS (SELECT 1 FROM sink.quarantine q WHERE q.order_id = p.order_id) "
+	"FROM sink.order_projection p WHERE p.order_id = $1 FOR UPDATE OF p";
+
+/* A quarantined order's event, parked under the order's projection lock (the
+ * release takes it too, so nothing is parked behind a release's back). A
+ * redelivery of a parked event, or of the open dead letter itself (a crash
+ * before its offset was committed), parks nothing. */
+static const char SQL_PARK[] =
+	"INSERT INTO sink.parked (aggregate_id, aggregate_seq, event_id, event_type, status, "
+	"  total_cents, topic, kafka_partition, kafka_offset, consumer_id) "
+	"SELECT $1, $2::bigint, $3::uuid, $4, $5, $6::bigint, $7, $8::int, $9::bigint, $10::int "
+	"WHERE NOT EXISTS (SELECT 1 FROM sink.dead_letters WHERE aggregate_id = $1 "
+	"  AND status = 'open' AND event_id = $3::uuid) "
+	"ON CONFLICT (event_id) DO NOTHING";
+
+/* A dead letter, once per Kafka message: the id of the row, new or not. */
+static const char SQL_DEAD[] =
+	"WITH d AS (INSERT INTO sink.dead_letters (reason, error, attempts, first_failure_at, "
+	"    last_failure_at, topic, kafka_partition, kafka_offset, consumer_id, event_id, "
+	"    event_type, aggregate_id, aggregate_seq, msg_key, headers, payload) "
+	"  VALUES ($1, $2, $3::int, to_timestamp($4::float8 / 1e6), to_timestamp($5::float8 / 1e6), "
+	"    $6, $7::int, $8::bigint, $9::int, $10::uuid, $11, $12, $13::bigint, $14::bytea, "
+	"    $15::jsonb, $16::bytea) "
+	"  ON CONFLICT (topic, kafka_partition, kafka_offset) DO NOTHING RETURNING id) "
+	"SELECT id FROM d UNION ALL SELECT id FROM sink.dead_letters "
+	"WHERE topic = $6 AND kafka_partition = $7::int AND kafka_offset = $8::bigint";
+
+/* Quarantine the order of an open dead letter whose seq the order has not
+ * reached yet (a stale copy breaks nothing). Under the projection lock. */
+static const char SQL_QUARANTINE[] =
+	"INSERT INTO sink.quarantine (order_id, dead_letter_id) "
+	"SELECT $1, $2::bigint WHERE $3::bigint > (SELECT last_seq FROM sink.order_projection "
+	"  WHERE order_id = $1) "
+	"  AND EXISTS (SELECT 1 FROM sink.dead_letters WHERE id = $2::bigint AND status = 'open') "
+	"ON CONFLICT (order_id) DO NOTHING";
 
 static const char SQL_PROJ_NEW[] =
 	"INSERT INTO sink.order_projection (order_id) VALUES ($1) ON CONFLICT DO NOTHING";
@@ -76,14 +110,15 @@ static const char SQL_GAP[] =
 /* This consumer's counters since it started (outboxctl status). */
 static const char SQL_REPORT[] =
 	"INSERT INTO sink.consumers (consumer_id, host, pid, started_at, updated_at, received, "
-	"  applied, duplicates, gaps, poison, retries) "
+	"  applied, duplicates, gaps, poison, retries, dead_lettered, parked) "
 	"VALUES ($1::int, $2, $3::int, to_timestamp($4::float8 / 1e6), now(), $5::bigint, "
-	"  $6::bigint, $7::bigint, $8::bigint, $9::bigint, $10::bigint) "
+	"  $6::bigint, $7::bigint, $8::bigint, $9::bigint, $10::bigint, $11::bigint, $12::bigint) "
 	"ON CONFLICT (host, consumer_id) DO UPDATE SET pid = EXCLUDED.pid, "
 	"  started_at = EXCLUDED.started_at, updated_at = EXCLUDED.updated_at, "
 	"  received = EXCLUDED.received, applied = EXCLUDED.applied, "
 	"  duplicates = EXCLUDED.duplicates, gaps = EXCLUDED.gaps, poison = EXCLUDED.poison, "
-	"  retries = EXCLUDED.retries";
+	"  retries = EXCLUDED.retries, dead_lettered = EXCLUDED.dead_lettered, "
+	"  parked = EXCLUDED.parked";
 
 static const struct {
 	const char *name;
@@ -91,7 +126,8 @@ static const struct {
 } statements[] = {
 	{ "c_inbox", SQL_INBOX },   { "c_lock", SQL_LOCK }, { "c_proj_new", SQL_PROJ_NEW },
 	{ "c_apply", SQL_APPLY },   { "c_audit", SQL_AUDIT }, { "c_gap", SQL_GAP },
-	{ "c_report", SQL_REPORT },
+	{ "c_report", SQL_REPORT }, { "c_park", SQL_PARK }, { "c_dead", SQL_DEAD },
+	{ "c_quarantine", SQL_QUARANTINE },
 };
 
 struct apply {
@@ -102,6 +138,7 @@ struct apply {
 	struct audit *audit;
 	char host[256];
 	bool async_commit;
+	bool release;    /* outboxctl dlq: apply to quarantined orders */
 };
 
 /* ---------------------------------------------------------------- parsing */
@@ -142,10 +179,15 @@ bool apply_parse(const rd_kafka_message_t *rkm, struct apply_msg *m, char *why, 
 {
 	rd_kafka_headers_t *hdrs = NULL;
 
+	bool ok;
+
 	if (rd_kafka_message_headers(rkm, &hdrs) != RD_KAFKA_RESP_ERR_NO_ERROR)
 		hdrs = NULL;
-	return apply_parse_parts(rkm->key, rkm->key_len, hdrs, rkm->payload, rkm->len,
-				 rkm->partition, rkm->offset, m, why, whylen);
+	ok = apply_parse_parts(rkm->key, rkm->key_len, hdrs, rkm->payload, rkm->len,
+			       rkm->partition, rkm->offset, m, why, whylen);
+	if (rkm->rkt != NULL)
+		snprintf(m->topic, sizeof m->topic, "%s", rd_kafka_topic_name(rkm->rkt));
+	return ok;
 }
 
 bool apply_parse_parts(const void *key, size_t key_len, rd_kafka_headers_t *hdrs,
@@ -191,10 +233,27 @@ bool apply_parse_parts(const void *key, size_t key_len, rd_kafka_headers_t *hdrs
 	m->seq = (int64_t)v;
 	/* The payload only feeds the projection's status and total; a payload
 	 * that is not a JSON object still applies (the headers are the event). */
-	root = payload != NULL ? json_loadb(payload, len, 0, NULL) : NULL;
+	root = payload != NULL && len > 0 ? json_loadb(payload, len, 0, NULL) : NULL;
+	if (payload == NULL || len == 0)
+		snprintf(m->payload_problem, sizeof m->payload_problem, "no payload");
+	else if (root == NULL)
+		snprintf(m->payload_problem, sizeof m->payload_problem, "payload is not JSON");
+	else if (!json_is_object(root))
+		snprintf(m->payload_problem, sizeof m->payload_problem,
+			 "payload is not a JSON object");
 	if (json_is_object(root)) {
 		json_t *st = json_object_get(root, "status");
 		json_t *tot = json_object_get(root, "total_cents");
+		json_t *oid = json_object_get(root, "order_id");
+		json_t *ps = json_object_get(root, "seq");
+
+		if (oid != NULL && (!json_is_string(oid) ||
+				    strcmp(json_string_value(oid), m->aggregate_id) != 0))
+			snprintf(m->payload_problem, sizeof m->payload_problem,
+				 "payload order_id disagrees with the key");
+		else if (ps != NULL && (!json_is_integer(ps) || json_integer_value(ps) != m->seq))
+			snprintf(m->payload_problem, sizeof m->payload_problem,
+				 "payload seq disagrees with the aggregate_seq header");
 
 		if (json_is_string(st) && strlen(json_string_value(st)) < sizeof m->status)
 			snprintf(m->status, sizeof m->status, "%s", json_string_value(st));
@@ -205,6 +264,40 @@ bool apply_parse_parts(const void *key, size_t key_len, rd_kafka_headers_t *hdrs
 	}
 	json_decref(root);
 	return true;
+}
+
+bool apply_check(const struct apply_msg *m, const char *event_types, char *why, size_t whylen)
+{
+	const char *p = event_types;
+
+	if (m->event_type[0] == '\0') {
+		snprintf(why, whylen, "missing event_type header");
+		return false;
+	}
+	if (m->payload_problem[0] != '\0') {
+		snprintf(why, whylen, "%s", m->payload_problem);
+		return false;
+	}
+	while (p != NULL && *p != '\0') {
+		const char *end = strchr(p, ',');
+		size_t n = end != NULL ? (size_t)(end - p) : strlen(p);
+
+		while (n > 0 && (*p == ' ' || *p == '\t')) {
+			p++;
+			n--;
+		}
+		while (n > 0 && (p[n - 1] == ' ' || p[n - 1] == '\t'))
+			n--;
+		if (n > 0 && p[n - 1] == '*') {
+			if (strncmp(m->event_type, p, n - 1) == 0)
+				return true;
+		} else if (n > 0 && strlen(m->event_type) == n && strncmp(m->event_type, p, n) == 0) {
+			return true;
+		}
+		p = end != NULL ? end + 1 : NULL;
+	}
+	snprintf(why, whylen, "unknown event type \"%s\"", m->event_type);
+	return false;
 }
 
 /* --------------------------------------------------------------- database */
@@ -254,6 +347,22 @@ static bool transient(PGconn *conn, const char *state)
 	return strncmp(state, "08", 2) == 0 || strncmp(state, "40", 2) == 0 ||
 	       strncmp(state, "53", 2) == 0 || strncmp(state, "57P", 3) == 0 ||
 	       strncmp(state, "58", 2) == 0 || strcmp(state, "55P03") == 0;
+}
+
+/* Errors that refuse this message rather than say the sink is broken: an
+ * integrity constraint (23), a trigger's or routine's exception (P0, 09,
+ * 27, 2F, 38, 39), a view's check option (44). Worth the retry budget, then
+ * the dead-letter queue. Anything else that is not transient (an undefined
+ * table, a privilege, a syntax error) is the sink's fault and would refuse
+ * every message alike: never a reason to dead-letter. */
+static bool rejected(const char *state)
+{
+	static const char *const classes[] = { "23", "P0", "09", "27", "2F", "38", "39", "44" };
+
+	for (size_t i = 0; i < sizeof classes / sizeof classes[0]; i++)
+		if (strncmp(state, classes[i], 2) == 0)
+			return true;
+	return false;
 }
 
 static bool prepare_all(struct apply *a, char *err, size_t errlen, const char **state)
@@ -437,7 +546,7 @@ enum apply_result apply_event(struct apply *a, const struct apply_msg *m, char *
 	const char *p_eid[1] = { m->event_id };
 	const char *p_agg[1] = { m->aggregate_id };
 	PGresult *res = NULL, *healed = NULL;
-	enum apply_result r = APPLY_FAILED;
+	bool quarantined;
 	int64_t last;
 
 	if (apply_lost(a)) {
@@ -454,18 +563,6 @@ enum apply_result apply_event(struct apply *a, const struct apply_msg *m, char *
 		db_error(a->conn, res, err, errlen);
 		snprintf(state, sizeof state, "%s", db_sqlstate(res));
 		goto fail;
-	}
-	PQclear(res);
-
-	res = run(a, "c_inbox", 1, p_eid, PGRES_COMMAND_OK, state, err, errlen);
-	if (res == NULL)
-		goto fail;
-	if (strcmp(PQcmdTuples(res), "0") == 0) {
-		PQclear(res);
-		res = NULL;
-		rollback(a);
-		return audit_row(a, m, "duplicate", -1, "event_id already in inbox", true,
-				 err, errlen);
 	}
 	PQclear(res);
 
@@ -487,6 +584,54 @@ enum apply_result apply_event(struct apply *a, const struct apply_msg *m, char *
 		}
 	}
 	last = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+	quarantined = strcmp(PQgetvalue(res, 0, 1), "t") == 0;
+	PQclear(res);
+	res = NULL;
+
+	if (quarantined && !a->release && m->seq <= last) {
+		/* A stale copy (redelivered after a crash, say): nothing to keep. */
+		rollback(a);
+		return audit_row(a, m, "duplicate", last + 1, "stale aggregate_seq", true,
+				 err, errlen);
+	}
+	if (quarantined && !a->release) {
+		/* The order has a dead-lettered event: keep this one, in arrival
+		 * order, until the dead letter is retried or dropped. */
+		const char *params[10] = {
+			m->aggregate_id, seq_s, m->event_id, m->event_type,
+			m->status[0] ? m->status : NULL, m->has_total ? total_s : NULL,
+			m->topic, part_s, off_s, a->consumer_id_s,
+		};
+		bool parked;
+
+		res = run(a, "c_park", 10, params, PGRES_COMMAND_OK, state, err, errlen);
+		if (res == NULL)
+			goto fail;
+		parked = strcmp(PQcmdTuples(res), "1") == 0;
+		PQclear(res);
+		res = PQexec(a->conn, "COMMIT");
+		if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+			db_error(a->conn, res, err, errlen);
+			snprintf(state, sizeof state, "%s", db_sqlstate(res));
+			goto fail;
+		}
+		PQclear(res);
+		if (!parked)
+			return audit_row(a, m, "duplicate", last + 1,
+					 "already parked or dead-lettered", true, err, errlen);
+		return APPLY_PARKED;
+	}
+
+	res = run(a, "c_inbox", 1, p_eid, PGRES_COMMAND_OK, state, err, errlen);
+	if (res == NULL)
+		goto fail;
+	if (strcmp(PQcmdTuples(res), "0") == 0) {
+		PQclear(res);
+		res = NULL;
+		rollback(a);
+		return audit_row(a, m, "duplicate", -1, "event_id already in inbox", true,
+				 err, errlen);
+	}
 	PQclear(res);
 	res = NULL;
 
@@ -554,16 +699,168 @@ fail:
 
 		snprintf(detail, sizeof detail, "refused by the database (SQLSTATE %s): %s",
 			 state, err);
-		r = audit_row(a, m, "poison", -1, detail, true, err, errlen);
+		snprintf(err, errlen, "%s", detail);
+		return APPLY_POISON;
 	}
+	return rejected(state) ? APPLY_REJECTED : APPLY_FAILED;
+}
+
+void apply_set_release(struct apply *a, bool on)
+{
+	a->release = on;
+}
+
+PGconn *apply_conn(struct apply *a)
+{
+	return apply_lost(a) ? NULL : a->conn;
+}
+
+enum apply_result apply_audit(struct apply *a, const struct apply_msg *m, const char *kind,
+			      const char *detail, char *err, size_t errlen)
+{
+	if (apply_lost(a)) {
+		snprintf(err, errlen, "not connected");
+		return APPLY_RETRY;
+	}
+	return audit_row(a, m, kind, -1, detail, true, err, errlen);
+}
+
+/* Hex text of bytes for a bytea parameter ("\\x..."), malloc'ed; NULL
+ * for no bytes (SQL NULL) or when out of memory (*oom set). */
+static char *bytea_hex(const void *p, size_t n, bool *oom)
+{
+	static const char hex[] = "0123456789abcdef";
+	const unsigned char *b = p;
+	char *s;
+
+	if (p == NULL)
+		return NULL;
+	s = malloc(2 * n + 3);
+	if (s == NULL) {
+		*oom = true;
+		return NULL;
+	}
+	s[0] = '\\';
+	s[1] = 'x';
+	for (size_t i = 0; i < n; i++) {
+		s[2 + 2 * i] = hex[b[i] >> 4];
+		s[3 + 2 * i] = hex[b[i] & 15];
+	}
+	s[2 + 2 * n] = '\0';
+	return s;
+}
+
+enum apply_result apply_dead_letter(struct apply *a, const struct apply_msg *m,
+				    const struct apply_dead *d, int64_t *id, char *err,
+				    size_t errlen)
+{
+	char att_s[16], first_s[24], last_s[24], part_s[16], off_s[24], seq_s[24], id_s[24];
+	char state[6] = "";
+	bool oom = false;
+	char *key_hex = bytea_hex(d->key, d->key_len, &oom);
+	char *pay_hex = bytea_hex(d->payload, d->payload_len, &oom);
+	const char *params[16];
+	PGresult *res = NULL;
+	enum apply_result r = APPLY_FAILED;
+	bool in_txn = false;
+	bool has_order = m->aggregate_id[0] != '\0' && m->seq > 0;
+
+	if (oom) {
+		snprintf(err, errlen, "out of memory");
+		goto out;
+	}
+	if (apply_lost(a)) {
+		snprintf(err, errlen, "not connected");
+		r = APPLY_RETRY;
+		goto out;
+	}
+	snprintf(att_s, sizeof att_s, "%d", d->attempts);
+	snprintf(first_s, sizeof first_s, "%" PRId64, d->first_failure_us);
+	snprintf(last_s, sizeof last_s, "%" PRId64, d->last_failure_us);
+	snprintf(part_s, sizeof part_s, "%" PRId32, m->partition);
+	snprintf(off_s, sizeof off_s, "%" PRId64, m->offset);
+	snprintf(seq_s, sizeof seq_s, "%" PRId64, m->seq);
+	params[0] = d->reason;
+	params[1] = d->error;
+	params[2] = att_s;
+	params[3] = first_s;
+	params[4] = last_s;
+	params[5] = d->topic;
+	params[6] = part_s;
+	params[7] = off_s;
+	params[8] = a->consumer_id_s;
+	params[9] = m->event_id[0] ? m->event_id : NULL;
+	params[10] = m->event_type[0] ? m->event_type : NULL;
+	params[11] = m->aggregate_id[0] ? m->aggregate_id : NULL;
+	params[12] = m->seq > 0 ? seq_s : NULL;
+	params[13] = key_hex;
+	params[14] = d->headers_json;
+	params[15] = pay_hex;
+	if (!db_exec(a->conn, "BEGIN", err, errlen)) {
+		r = transient(a->conn, "") ? APPLY_RETRY : APPLY_FAILED;
+		goto out;
+	}
+	in_txn = true;
+	if (has_order) {
+		/* The projection lock first, as in apply_event and the release. */
+		const char *p_agg[1] = { m->aggregate_id };
+
+		res = run(a, "c_proj_new", 1, p_agg, PGRES_COMMAND_OK, state, err, errlen);
+		if (res == NULL)
+			goto out;
+		PQclear(res);
+		res = run(a, "c_lock", 1, p_agg, PGRES_TUPLES_OK, state, err, errlen);
+		if (res == NULL)
+			goto out;
+		PQclear(res);
+	}
+	res = run(a, "c_dead", 16, params, PGRES_TUPLES_OK, state, err, errlen);
+	if (res == NULL)
+		goto out;
+	if (PQntuples(res) < 1) {
+		snprintf(err, errlen, "dead letter row not found after insert");
+		goto out;
+	}
+	*id = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+	snprintf(id_s, sizeof id_s, "%" PRId64, *id);
+	PQclear(res);
+	res = NULL;
+	if (has_order) {
+		const char *qp[3] = { m->aggregate_id, id_s, seq_s };
+
+		res = run(a, "c_quarantine", 3, qp, PGRES_COMMAND_OK, state, err, errlen);
+		if (res == NULL)
+			goto out;
+		PQclear(res);
+		res = NULL;
+	}
+	res = PQexec(a->conn, "COMMIT");
+	if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+		db_error(a->conn, res, err, errlen);
+		snprintf(state, sizeof state, "%s", db_sqlstate(res));
+		goto out;
+	}
+	in_txn = false;
+	r = APPLY_DUPLICATE;
+out:
+	if (in_txn) {
+		/* Failed inside the transaction (err and state say why). */
+		r = transient(a->conn, state) ? APPLY_RETRY : APPLY_FAILED;
+		PQclear(res);
+		res = NULL;
+		rollback(a);
+	}
+	PQclear(res);
+	free(key_hex);
+	free(pay_hex);
 	return r;
 }
 
 bool apply_report(struct apply *a, const struct apply_counters *c, int64_t started_us,
 		  char *err, size_t errlen)
 {
-	char pid_s[16], st_s[24], n[6][24], state[6];
-	const char *params[10];
+	char pid_s[16], st_s[24], n[8][24], state[6];
+	const char *params[12];
 	PGresult *res;
 
 	if (apply_lost(a)) {
@@ -578,11 +875,13 @@ bool apply_report(struct apply *a, const struct apply_counters *c, int64_t start
 	snprintf(n[3], sizeof n[3], "%" PRId64, c->gaps);
 	snprintf(n[4], sizeof n[4], "%" PRId64, c->poison);
 	snprintf(n[5], sizeof n[5], "%" PRId64, c->retries);
+	snprintf(n[6], sizeof n[6], "%" PRId64, c->dead_lettered);
+	snprintf(n[7], sizeof n[7], "%" PRId64, c->parked);
 	params[0] = a->consumer_id_s;
 	params[1] = a->host;
 	params[2] = pid_s;
 	params[3] = st_s;
-	for (int i = 0; i < 6; i++)
+	for (int i = 0; i < 8; i++)
 		params[4 + i] = n[i];
 	/* Synchronous whatever the session says: its WAL flush covers every
 	 * transaction this session committed asynchronously before it. */
@@ -590,7 +889,7 @@ bool apply_report(struct apply *a, const struct apply_counters *c, int64_t start
 		return false;
 	if (!db_exec(a->conn, "SET LOCAL synchronous_commit = on", err, errlen))
 		goto fail;
-	res = run(a, "c_report", 10, params, PGRES_COMMAND_OK, state, err, errlen);
+	res = run(a, "c_report", 12, params, PGRES_COMMAND_OK, state, err, errlen);
 	if (res == NULL)
 		goto fail;
 	PQclear(res);

@@ -1,6 +1,7 @@
 #ifndef OUTBOXD_CONSUMER_APPLY_H
 #define OUTBOXD_CONSUMER_APPLY_H
 
+#include <libpq-fe.h>
 #include <librdkafka/rdkafka.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -22,6 +23,8 @@ struct apply_msg {
 	int64_t total_cents;       /* payload's "total_cents" when has_total */
 	int32_t partition;
 	int64_t offset;
+	char payload_problem[96];  /* why the payload is unusable, "" when fine */
+	char topic[256];           /* apply_parse only; "" from apply_parse_parts */
 };
 
 /* Outcome of one message. */
@@ -32,10 +35,28 @@ enum apply_result {
 	APPLY_POISON,      /* unusable message: audited, nothing applied */
 	APPLY_RETRY,       /* transient database error: retry the same message */
 	APPLY_FAILED,      /* permanent database error (not the message's fault) */
+	APPLY_REJECTED,    /* the sink refused this event (constraint, trigger): retry
+			    * within the budget, then dead-letter */
+	APPLY_PARKED,      /* the order is quarantined: parked in sink.parked */
 };
 
 struct apply_counters {
-	int64_t received, applied, duplicates, gaps, poison, retries;
+	int64_t received, applied, duplicates, gaps, poison, retries, dead_lettered, parked;
+};
+
+/* What the consumer knows about a message it gives up on (sink.dead_letters). */
+struct apply_dead {
+	const char *reason;        /* "poison" or "exhausted" */
+	const char *error;         /* why, for people */
+	int attempts;              /* 1 for poison: no budget spent */
+	int64_t first_failure_us;  /* wall clock, µs since the epoch */
+	int64_t last_failure_us;
+	const char *topic;
+	const void *key;           /* the message as it came (may be NULL) */
+	size_t key_len;
+	const char *headers_json;  /* [[name, value], ...] or NULL */
+	const void *payload;
+	size_t payload_len;
 };
 
 struct apply;
@@ -53,6 +74,13 @@ bool apply_parse_parts(const void *key, size_t key_len, rd_kafka_headers_t *hdrs
 		       struct apply_msg *m, char *why, size_t whylen)
 	__attribute__((warn_unused_result));
 
+/* Check a parsed event against what the consumer accepts: an event_type
+ * header matching one of event_types (comma separated; "p.*" a prefix, "*"
+ * any) and a payload that is a JSON object agreeing with the headers. False
+ * with the reason in why: the message is poison. */
+bool apply_check(const struct apply_msg *m, const char *event_types, char *why, size_t whylen)
+	__attribute__((warn_unused_result));
+
 /* A database session of consumer consumer_id on the sink side. Does not
  * connect yet (apply_connect does). audit may be NULL. async_commit: the
  * per-message transactions commit with synchronous_commit = off, and only
@@ -67,10 +95,14 @@ struct apply *apply_new(const char *conninfo, int consumer_id, struct audit *aud
 bool apply_connect(struct apply *a, volatile sig_atomic_t *stop)
 	__attribute__((warn_unused_result));
 
-/* Process one event in one transaction: inbox, projection lock, then apply,
- * drop as duplicate, or audit a gap. APPLY_RETRY means nothing happened that
- * matters (retry after backoff; the session reconnects itself on the next
- * call if the connection went away). err says why on RETRY/FAILED. */
+/* Process one event in one transaction: projection lock, park it if the
+ * order is quarantined, else inbox, then apply, drop as duplicate, or audit
+ * a gap. APPLY_RETRY means nothing happened that matters (retry after
+ * backoff; the session reconnects itself on the next call if the connection
+ * went away). APPLY_POISON: the database refused the message's own data
+ * (nothing recorded; err says why). APPLY_REJECTED: a constraint or trigger
+ * refused it (SQLSTATE classes 23, P0, 09, 27, 2F, 38, 39, 44). err says
+ * why on RETRY/REJECTED/FAILED. */
 enum apply_result apply_event(struct apply *a, const struct apply_msg *m, char *err, size_t errlen)
 	__attribute__((warn_unused_result));
 
@@ -79,6 +111,29 @@ enum apply_result apply_event(struct apply *a, const struct apply_msg *m, char *
  * APPLY_FAILED. */
 enum apply_result apply_poison(struct apply *a, const struct apply_msg *m, const char *detail,
 			       char *err, size_t errlen) __attribute__((warn_unused_result));
+
+/* Record a message given up on: its sink.dead_letters row (one per topic,
+ * partition and offset: a redelivery adds nothing) and, when it is an event
+ * of an order not yet past its seq, the order's quarantine, in one
+ * transaction. *id gets the dead letter's id. APPLY_DUPLICATE on success
+ * (nothing applied), APPLY_RETRY or APPLY_FAILED with err. */
+enum apply_result apply_dead_letter(struct apply *a, const struct apply_msg *m,
+				    const struct apply_dead *d, int64_t *id, char *err,
+				    size_t errlen) __attribute__((warn_unused_result));
+
+/* Release mode (outboxctl dlq): apply_event applies to a quarantined order
+ * instead of parking. Off by default. */
+void apply_set_release(struct apply *a, bool on);
+
+/* The session's connection (NULL when not connected), for statements of
+ * other modules between messages (inbox sweep, dlq release). Owned by a. */
+PGconn *apply_conn(struct apply *a);
+
+/* One audit row of kind kind (dropped, dead_letter, ...) with detail, and
+ * its audit-file line. APPLY_DUPLICATE on success, else RETRY / FAILED. */
+enum apply_result apply_audit(struct apply *a, const struct apply_msg *m, const char *kind,
+			      const char *detail, char *err, size_t errlen)
+	__attribute__((warn_unused_result));
 
 /* Upsert this consumer's row of sink.consumers in a synchronous commit:
  * when it returns true, every transaction this process committed before

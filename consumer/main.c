@@ -15,7 +15,16 @@
  * server crash loses them), so the consumer rewinds its partitions to the
  * committed offsets and processes from there again; the inbox and the
  * projection's last_seq drop whatever did survive. With 0, every message
- * commits synchronously and its offset is committed right after. */
+ * commits synchronously and its offset is committed right after.
+ *
+ * A message that cannot be applied is never skipped silently: transient
+ * database errors are retried without limit; a constraint or trigger
+ * refusing the event is retried within the retry budget; then (and at once
+ * for poison) it is produced to the dead-letter topic, recorded in
+ * sink.dead_letters with its order quarantined, and only then is its offset
+ * recorded (see dlq.h and apply.h). Errors that would refuse every message
+ * alike (a missing table, a privilege) stop the worker, as before: the
+ * message comes again after the restart, nothing is dead-lettered. */
 #include <getopt.h>
 #include <inttypes.h>
 #include <signal.h>
@@ -28,9 +37,11 @@
 #include "conf.h"
 #include "crash.h"
 #include "db.h"
+#include "dlq.h"
 #include "kafka.h"
 #include "log.h"
 #include "offsets.h"
+#include "sweep.h"
 #include "util.h"
 
 #define POLL_MS 200
@@ -43,6 +54,8 @@ static struct apply_counters counters;
 static struct offsets *done; /* what may be committed to Kafka */
 static struct apply *ap;
 static int64_t started_us;
+static int consumer_id;
+static struct dlq *dlq; /* the dead-letter topic */
 
 static void on_signal(int sig)
 {
@@ -62,12 +75,18 @@ static void usage(FILE *f)
 		"aggregate_seq order, to schema sink ([consumer] conninfo, default the\n"
 		"[database] one). Gaps, duplicates and poison messages go to\n"
 		"sink.ordering_audit and to the JSON-lines file [supervisor] audit_file.\n"
+		"Poison, and messages still failing after the retry budget ([consumer]\n"
+		"retry_max_attempts, retry_max_ms), go to the dead-letter topic (topic +\n"
+		"\".dlq\") and sink.dead_letters; later events of their order are parked\n"
+		"until outboxctl dlq retry or drop. Inbox rows older than [consumer]\n"
+		"inbox_retention_hours are swept every inbox_sweep_interval_ms.\n"
 		"  -c, --config FILE  configuration (default $OUTBOX_CONF or conf/outboxd.conf)\n"
 		"  --id I             worker id, 0..1023 (default 0)\n"
 		"  -h, --help         this text\n"
 		"Stops after the current message on SIGTERM/SIGINT (exit 0). Exit 1: runtime\n"
 		"failure; 2: usage or configuration error.\n"
-		"Crash injection: OUTBOX_CRASH=consumer.after_apply:P,consumer.after_commit:P\n");
+		"Crash injection: OUTBOX_CRASH=consumer.after_apply:P,consumer.after_commit:P,\n"
+		"consumer.after_dlq_publish:P,consumer.after_dead_letter:P\n");
 }
 
 /* This consumer's counters to sink.consumers, in a synchronous commit that
@@ -271,31 +290,209 @@ fail:
 
 enum handled { HANDLED, STOPPED, REWIND, FAILED };
 
-/* Process one message to a final outcome, retrying transient database
- * errors with backoff (never skipping the message). STOPPED: a stop came
- * during the retries and nothing was recorded; REWIND: the connection was
- * re-established with asynchronous commits on, go back to the committed
- * offsets (this message comes again); FAILED: a permanent error. */
+/* The session is up, or made so: HANDLED. STOPPED when a stop came first;
+ * REWIND when it was re-established with asynchronous commits on (applies
+ * since the last flush are in doubt: go back to the committed offsets). */
+static enum handled ensure_db(void)
+{
+	if (!apply_lost(ap))
+		return HANDLED;
+	if (!apply_connect(ap, &stop))
+		return STOPPED;
+	return cfg.consumer_commit_interval_ms > 0 ? REWIND : HANDLED;
+}
+
+/* Give up on a message: produce it to the dead-letter topic and, once the
+ * broker has it, record it in sink.dead_letters (quarantining its order)
+ * so that its offset may be committed. Kafka and transient database
+ * errors are retried here until they clear or a stop comes (STOPPED: the
+ * message will be delivered again, and dead-lettered again). */
+static enum handled dead_letter(const rd_kafka_message_t *rkm, const struct apply_msg *m,
+				const char *reason, const char *error, int attempts,
+				int64_t first_us, int64_t last_us)
+{
+	struct dlq_why w = { reason, error, attempts, first_us, last_us, consumer_id };
+	struct apply_dead d = {
+		.reason = reason, .error = error, .attempts = attempts,
+		.first_failure_us = first_us, .last_failure_us = last_us,
+		.topic = rd_kafka_topic_name(rkm->rkt), .key = rkm->key, .key_len = rkm->key_len,
+		.payload = rkm->payload, .payload_len = rkm->len,
+	};
+	char err[1024];
+	long backoff = 0;
+	char *hj = NULL;
+	int64_t id = 0;
+	enum handled h = STOPPED;
+	enum apply_result r;
+
+	for (;;) {
+		if (dlq_publish(dlq, rkm, &w, &stop, err, sizeof err))
+			break;
+		if (stop)
+			goto out;
+		log_warn("[%" PRId32 "] offset %" PRId64 ": dead-letter topic %s: %s (retrying)",
+			 m->partition, m->offset, cfg.kafka_dlq_topic, err);
+		util_sleep_ms(util_backoff_next(&backoff, 200, 5000), &stop);
+		if (stop)
+			goto out;
+	}
+	crash_point("consumer.after_dlq_publish");
+	{
+		rd_kafka_headers_t *hdrs = NULL;
+
+		if (rd_kafka_message_headers(rkm, &hdrs) != RD_KAFKA_RESP_ERR_NO_ERROR)
+			hdrs = NULL;
+		hj = dlq_headers_json(hdrs);
+	}
+	d.headers_json = hj;
+	backoff = 0;
+	for (;;) {
+		h = ensure_db();
+		if (h != HANDLED)
+			goto out;
+		r = apply_dead_letter(ap, m, &d, &id, err, sizeof err);
+		if (r != APPLY_RETRY)
+			break;
+		h = STOPPED;
+		if (stop)
+			goto out;
+		util_sleep_ms(util_backoff_next(&backoff, 50, 5000), &stop);
+	}
+	if (r == APPLY_FAILED) {
+		log_error("[%" PRId32 "] offset %" PRId64 ": recording the dead letter: %s",
+			  m->partition, m->offset, err);
+		h = FAILED;
+		goto out;
+	}
+	crash_point("consumer.after_dead_letter");
+	counters.dead_lettered++;
+	log_warn("dead letter %" PRId64 ": [%" PRId32 "] offset %" PRId64 " order %s seq %" PRId64
+		 " (%s, %d attempt%s): %s", id, m->partition, m->offset,
+		 m->aggregate_id[0] ? m->aggregate_id : "-", m->seq, reason, attempts,
+		 attempts == 1 ? "" : "s", error);
+	if (strcmp(reason, "exhausted") == 0) {
+		char detail[1200];
+
+		snprintf(detail, sizeof detail, "dead letter %" PRId64 " after %d attempts: %s", id,
+			 attempts, error);
+		if (apply_audit(ap, m, "dead_letter", detail, err, sizeof err) != APPLY_DUPLICATE)
+			log_warn("audit row of dead letter %" PRId64 " not written: %s", id, err);
+	}
+	h = HANDLED;
+out:
+	free(hj);
+	return h;
+}
+
+/* A message that can never apply: the audit row (kind poison), then the
+ * dead-letter topic and table at once, without spending a retry budget. */
+static enum handled poison(const rd_kafka_message_t *rkm, const struct apply_msg *m,
+			   const char *why)
+{
+	int64_t now = util_now_us();
+	char err[1024];
+	long backoff = 0;
+	enum apply_result r;
+	enum handled h;
+
+	for (;;) {
+		h = ensure_db();
+		if (h != HANDLED)
+			return h;
+		r = apply_poison(ap, m, why, err, sizeof err);
+		if (r != APPLY_RETRY)
+			break;
+		if (stop)
+			return STOPPED;
+		util_sleep_ms(util_backoff_next(&backoff, 50, 5000), &stop);
+	}
+	if (r != APPLY_POISON) {
+		log_error("[%" PRId32 "] offset %" PRId64 ": recording poison: %s", m->partition,
+			  m->offset, err);
+		return FAILED;
+	}
+	counters.poison++;
+	log_warn("poison message [%" PRId32 "] offset %" PRId64 ": %s", m->partition, m->offset,
+		 why);
+	return dead_letter(rkm, m, "poison", why, 1, now, now);
+}
+
+/* The wait before retry number failures + 1 of a permanently failing
+ * message: retry_backoff_ms doubled per failure, capped at a minute and at
+ * what is left of retry_max_ms. */
+static long retry_delay(int failures, int64_t first_ms)
+{
+	long d = cfg.consumer_retry_backoff_ms;
+
+	for (int i = 1; i < failures && d < 60000; i++)
+		d *= 2;
+	if (d > 60000)
+		d = 60000;
+	if (cfg.consumer_retry_max_ms > 0) {
+		long left = (long)(first_ms + cfg.consumer_retry_max_ms - util_mono_ms());
+
+		if (d > left)
+			d = left > 0 ? left : 0;
+	}
+	return d;
+}
+
+/* Process one message to a final outcome. Transient database errors are
+ * retried with backoff without limit (never dead-lettered); a refusal of
+ * this event (constraint, trigger) is retried within the budget ([consumer]
+ * retry_max_attempts, retry_max_ms), then the message is dead-lettered;
+ * poison is dead-lettered at once. STOPPED: a stop came during the retries
+ * and nothing was recorded; REWIND: the connection was re-established with
+ * asynchronous commits on, go back to the committed offsets (this message
+ * comes again); FAILED: the sink is broken for every message alike (an
+ * undefined table, a privilege) or the outcome could not be recorded. */
 static enum handled handle(const rd_kafka_message_t *rkm)
 {
 	struct apply_msg m;
 	char why[256], err[1024];
-	bool good = apply_parse(rkm, &m, why, sizeof why);
+	bool good = apply_parse(rkm, &m, why, sizeof why) &&
+		    apply_check(&m, cfg.consumer_event_types, why, sizeof why);
 	long backoff = 0;
-	int64_t t0 = util_mono_ms();
-	int attempts = 0;
+	int64_t t0 = util_mono_ms(), first_ms = 0, first_us = 0, last_us = 0;
+	int attempts = 0, failures = 0;
 	enum apply_result r;
+	enum handled h;
 
 	counters.received++;
+	if (!good)
+		return poison(rkm, &m, why);
 	for (;;) {
-		if (apply_lost(ap)) {
-			if (!apply_connect(ap, &stop))
+		h = ensure_db();
+		if (h != HANDLED)
+			return h;
+		r = apply_event(ap, &m, err, sizeof err);
+		if (r == APPLY_REJECTED) {
+			long delay;
+
+			failures++;
+			counters.retries++;
+			last_us = util_now_us();
+			if (failures == 1) {
+				first_us = last_us;
+				first_ms = util_mono_ms();
+			}
+			if (failures >= cfg.consumer_retry_max_attempts ||
+			    (cfg.consumer_retry_max_ms > 0 &&
+			     util_mono_ms() - first_ms >= cfg.consumer_retry_max_ms))
+				return dead_letter(rkm, &m, "exhausted", err, failures, first_us,
+						   last_us);
+			delay = retry_delay(failures, first_ms);
+			log_warn("[%" PRId32 "] offset %" PRId64 ": order %s seq %" PRId64
+				 " failed (attempt %d of %d), retrying in %ld ms: %s", m.partition,
+				 m.offset, m.aggregate_id, m.seq, failures,
+				 cfg.consumer_retry_max_attempts, delay, err);
+			if (stop)
 				return STOPPED;
-			if (cfg.consumer_commit_interval_ms > 0)
-				return REWIND;
+			util_sleep_ms(delay, &stop);
+			if (stop)
+				return STOPPED;
+			continue;
 		}
-		r = good ? apply_event(ap, &m, err, sizeof err)
-			 : apply_poison(ap, &m, why, err, sizeof err);
 		if (r != APPLY_RETRY)
 			break;
 		attempts++;
@@ -308,9 +505,9 @@ static enum handled handle(const rd_kafka_message_t *rkm)
 			return STOPPED;
 		util_sleep_ms(util_backoff_next(&backoff, 50, 5000), &stop);
 	}
-	if (attempts > 0)
-		log_info("[%" PRId32 "] offset %" PRId64 ": done after %d retries", m.partition,
-			 m.offset, attempts);
+	if (attempts > 0 || failures > 0)
+		log_info("[%" PRId32 "] offset %" PRId64 ": done after %d transient and %d other "
+			 "failures", m.partition, m.offset, attempts, failures);
 	switch (r) {
 	case APPLY_APPLIED: counters.applied++; break;
 	case APPLY_DUPLICATE:
@@ -323,17 +520,44 @@ static enum handled handle(const rd_kafka_message_t *rkm)
 		log_info("gap: order %s got seq %" PRId64 " ([%" PRId32 "] offset %" PRId64 ")",
 			 m.aggregate_id, m.seq, m.partition, m.offset);
 		break;
-	case APPLY_POISON:
-		counters.poison++;
-		log_warn("poison message [%" PRId32 "] offset %" PRId64 ": %s", m.partition,
-			 m.offset, good ? "refused by the database" : why);
+	case APPLY_PARKED:
+		counters.parked++;
+		log_info("parked: order %s seq %" PRId64 " (the order has a dead letter)",
+			 m.aggregate_id, m.seq);
 		break;
+	case APPLY_POISON:
+		return poison(rkm, &m, err); /* the database refused its data */
 	case APPLY_RETRY:
+	case APPLY_REJECTED:
 	case APPLY_FAILED:
+		/* The sink itself is broken (not this message): stop; the message
+		 * comes again after the restart. */
 		log_error("[%" PRId32 "] offset %" PRId64 ": %s", m.partition, m.offset, err);
 		return FAILED;
 	}
 	return HANDLED;
+}
+
+/* One round of inbox retention, bounded to a fraction of a second so the
+ * partitions keep flowing. Returns when the next round is due. */
+static int64_t sweep_round(int64_t now)
+{
+	PGconn *conn = apply_conn(ap);
+	char err[512], state[6];
+	int64_t deleted = 0;
+	bool busy, more;
+
+	if (conn == NULL)
+		return now + 1000;
+	if (!sweep_inbox(conn, cfg.consumer_inbox_retention_hours, cfg.consumer_inbox_sweep_batch,
+			 0, 200, false, &deleted, &busy, &more, state, err, sizeof err)) {
+		log_warn("inbox sweep: %s", err);
+		return now + cfg.consumer_inbox_sweep_interval_ms;
+	}
+	if (deleted > 0)
+		log_info("inbox sweep: deleted %" PRId64 " row(s) older than %d hours%s", deleted,
+			 cfg.consumer_inbox_retention_hours, more ? " (more to go)" : "");
+	return more ? now + 1000 : now + cfg.consumer_inbox_sweep_interval_ms;
 }
 
 int main(int argc, char **argv)
@@ -350,7 +574,7 @@ int main(int argc, char **argv)
 	int c, rc = 1;
 	rd_kafka_t *rk = NULL;
 	struct audit *au = NULL;
-	int64_t last_report, last_commit, t_first = 0;
+	int64_t last_report, last_commit, next_sweep, t_first = 0;
 
 	while ((c = getopt_long(argc, argv, "c:h", longopts, NULL)) != -1) {
 		switch (c) {
@@ -390,9 +614,11 @@ int main(int argc, char **argv)
 	/* Committing offsets every commit_interval_ms lets the per-message
 	 * transactions commit asynchronously: one WAL flush per interval
 	 * (commit_offsets) instead of one per message. */
+	consumer_id = (int)id;
 	ap = apply_new(conf_sink_conninfo(&cfg), (int)id, au, cfg.consumer_commit_interval_ms > 0);
 	done = offsets_new(cfg.kafka_topic);
-	if (ap == NULL || done == NULL) {
+	dlq = dlq_new(&cfg);
+	if (ap == NULL || done == NULL || dlq == NULL) {
 		log_error("out of memory");
 		goto out;
 	}
@@ -409,6 +635,8 @@ int main(int argc, char **argv)
 	}
 	log_info("consuming %s as %s in group %s", cfg.kafka_topic, instance, cfg.consumer_group);
 	last_report = last_commit = util_mono_ms();
+	next_sweep = last_report + (cfg.consumer_inbox_sweep_interval_ms < 10000
+					    ? cfg.consumer_inbox_sweep_interval_ms : 10000);
 	rc = 0;
 	while (!stop) {
 		rd_kafka_message_t *rkm;
@@ -426,6 +654,8 @@ int main(int argc, char **argv)
 			(void)report();
 			last_report = now;
 		}
+		if (cfg.consumer_inbox_sweep_interval_ms > 0 && now >= next_sweep)
+			next_sweep = sweep_round(now);
 		rkm = rd_kafka_consumer_poll(rk, POLL_MS);
 		if (rkm == NULL)
 			continue;
@@ -469,9 +699,10 @@ int main(int argc, char **argv)
 		rd_kafka_message_destroy(rkm);
 	}
 	log_info("stopping: received %" PRId64 " applied %" PRId64 " duplicates %" PRId64
-		 " gaps %" PRId64 " poison %" PRId64 " retries %" PRId64 " (%.0f events/s)",
+		 " gaps %" PRId64 " poison %" PRId64 " retries %" PRId64 " dead-lettered %" PRId64
+		 " parked %" PRId64 " (%.0f events/s)",
 		 counters.received, counters.applied, counters.duplicates, counters.gaps,
-		 counters.poison, counters.retries,
+		 counters.poison, counters.retries, counters.dead_lettered, counters.parked,
 		 t_first ? (double)counters.received * 1000.0 /
 				   (double)(util_mono_ms() - t_first + 1) : 0.0);
 	commit_offsets(rk, true);
@@ -485,6 +716,7 @@ out:
 		rd_kafka_destroy(rk);
 	}
 	apply_free(ap);
+	dlq_free(dlq);
 	audit_close(au);
 	offsets_free(done);
 	return rc;

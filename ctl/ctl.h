@@ -13,6 +13,13 @@ struct ctl {
 	long wait_s;          /* verify --wait */
 	const char *since;    /* audit --since */
 	const char *kind;     /* audit --kind */
+	char **args;          /* dlq, replay, inbox-sweep: arguments after the subcommand */
+	int nargs;
+	const char *reason;   /* dlq drop --reason */
+	const char *order;    /* replay --order */
+	long from_seq;        /* replay --from-seq (default 1) */
+	long hours;           /* inbox-sweep --hours (-1: the configuration's) */
+	bool all;             /* dlq list --all */
 };
 
 /* Connect or print why not; NULL means "exit 1". */
@@ -27,5 +34,12 @@ int ctl_migrate(struct ctl *ctl);
 int ctl_verify(struct ctl *ctl);
 int ctl_status(struct ctl *ctl);
 int ctl_audit(struct ctl *ctl);
+int ctl_dlq(struct ctl *ctl);
+int ctl_replay(struct ctl *ctl);
+int ctl_inbox_sweep(struct ctl *ctl);
+
+/* The inbox sweep with c's batch size and the given retention (for
+ * outboxctl cleanup too): prints what it deleted; the exit code. */
+int ctl_inbox_sweep_run(const struct conf *c, int hours, bool json);
 
 #endif

@@ -1,4 +1,5 @@
-/* outboxctl: the operator tool (migrate, status, audit, verify). */
+/* outboxctl: the operator tool (migrate, status, audit, verify, dlq, replay,
+ * inbox-sweep). */
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +24,17 @@ static void usage(FILE *f)
 		"  verify [--wait SECONDS] wait for the pipeline to drain (default 10 s), then\n"
 		"                          judge it: exit 0 only when nothing is lost, nothing\n"
 		"                          applied twice, nothing out of order, no gap open\n"
+		"  dlq list [--all]        open dead letters (--all: resolved ones too)\n"
+		"  dlq retry ID            apply a dead letter again, then release its order's\n"
+		"                          parked events in order and lift the quarantine\n"
+		"  dlq drop ID --reason TEXT\n"
+		"                          give up on a dead letter (the order steps over its\n"
+		"                          seq; recorded in the audit log), then release\n"
+		"  replay --order ID [--from-seq N]\n"
+		"                          re-publish an order's sent events from the outbox\n"
+		"                          to Kafka (consumers drop what they already have)\n"
+		"  inbox-sweep [--hours N] delete inbox rows older than N hours (default\n"
+		"                          [consumer] inbox_retention_hours)\n"
 		"\n"
 		"  -c FILE   configuration (default $OUTBOX_CONF or conf/outboxd.conf)\n"
 		"  --json    machine-readable output\n");
@@ -66,6 +78,11 @@ int main(int argc, char **argv)
 		{ "wait", required_argument, NULL, 'w' },
 		{ "since", required_argument, NULL, 's' },
 		{ "kind", required_argument, NULL, 'k' },
+		{ "reason", required_argument, NULL, 'r' },
+		{ "order", required_argument, NULL, 'o' },
+		{ "from-seq", required_argument, NULL, 'f' },
+		{ "hours", required_argument, NULL, 'H' },
+		{ "all", no_argument, NULL, 'a' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -76,6 +93,8 @@ int main(int argc, char **argv)
 
 	memset(&ctl, 0, sizeof ctl);
 	ctl.wait_s = 10;
+	ctl.from_seq = 1;
+	ctl.hours = -1;
 	log_setup("outboxctl", -1);
 	while ((c = getopt_long(argc, argv, "c:h", longopts, NULL)) != -1) {
 		switch (c) {
@@ -89,15 +108,46 @@ int main(int argc, char **argv)
 			break;
 		case 's': ctl.since = optarg; break;
 		case 'k': ctl.kind = optarg; break;
+		case 'r': ctl.reason = optarg; break;
+		case 'o': ctl.order = optarg; break;
+		case 'a': ctl.all = true; break;
+		case 'f':
+			if (!util_parse_int(optarg, 1, 2147483647L, &ctl.from_seq)) {
+				fprintf(stderr, "outboxctl: bad value \"%s\" for --from-seq\n", optarg);
+				return 2;
+			}
+			break;
+		case 'H':
+			if (!util_parse_int(optarg, 0, 87600, &ctl.hours)) {
+				fprintf(stderr, "outboxctl: bad value \"%s\" for --hours (0..87600)\n",
+					optarg);
+				return 2;
+			}
+			break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
 	}
 	if (optind >= argc) {
-		fprintf(stderr, "outboxctl: a subcommand is required (migrate, status, audit, verify)\n");
+		fprintf(stderr, "outboxctl: a subcommand is required (migrate, status, audit, "
+			"verify, dlq, replay, inbox-sweep)\n");
 		return 2;
 	}
 	cmd = argv[optind];
+	ctl.args = argv + optind + 1;
+	ctl.nargs = argc - optind - 1;
+	if (strcmp(cmd, "dlq") == 0 || strcmp(cmd, "replay") == 0 ||
+	    strcmp(cmd, "inbox-sweep") == 0) {
+		if (!conf_load(&ctl.conf, conf_path, err, sizeof err)) {
+			fprintf(stderr, "%s\n", err);
+			return 2;
+		}
+		if (strcmp(cmd, "dlq") == 0)
+			return ctl_dlq(&ctl);
+		if (strcmp(cmd, "replay") == 0)
+			return ctl_replay(&ctl);
+		return ctl_inbox_sweep(&ctl);
+	}
 	if (optind + 1 < argc) {
 		fprintf(stderr, "outboxctl: unexpected argument \"%s\"\n", argv[optind + 1]);
 		return 2;
@@ -108,8 +158,7 @@ int main(int argc, char **argv)
 	}
 	if (strcmp(cmd, "migrate") != 0 && strcmp(cmd, "status") != 0 &&
 	    strcmp(cmd, "audit") != 0 && strcmp(cmd, "verify") != 0) {
-		if (strcmp(cmd, "dlq") == 0 || strcmp(cmd, "replay") == 0 ||
-		    strcmp(cmd, "cleanup") == 0) {
+		if (strcmp(cmd, "cleanup") == 0) {
 			fprintf(stderr, "outboxctl: %s is not yet available\n", cmd);
 			return 1;
 		}

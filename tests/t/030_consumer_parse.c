@@ -55,9 +55,14 @@ int main(void)
 	is_int(m.partition, 7, "partition");
 	is_int(m.offset, 42, "offset");
 
-	ok(parse("17", UUID1, "3", "not json", &m, why), "a non-JSON payload still applies");
+	ok(apply_check(&m, "*", why, sizeof why), "and passes apply_check");
+	ok(parse("17", UUID1, "3", "not json", &m, why), "a non-JSON payload parses (headers read)");
 	ok(m.status[0] == '\0' && !m.has_total, "with no status or total");
-	ok(parse("17", UUID1, "3", NULL, &m, why), "so does an empty payload");
+	ok(!apply_check(&m, "*", why, sizeof why), "but apply_check calls it poison");
+	is_str(why, "payload is not JSON", "and says why");
+	ok(parse("17", UUID1, "3", NULL, &m, why), "an empty payload parses");
+	ok(!apply_check(&m, "*", why, sizeof why), "and is poison");
+	is_str(why, "no payload", "and says why");
 
 	ok(!parse(NULL, UUID1, "1", "{}", &m, why), "no key: poison");
 	is_str(why, "no key (aggregate_id)", "and says so");
