@@ -119,6 +119,9 @@ struct cdc {
 	int64_t *mark_ids;
 	int nmark, markcap;
 	int64_t mark_first_ms;
+	bool mark_busy;        /* a mark UPDATE is in flight on db */
+	uint64_t mark_lsn;     /* ... and the position it settles */
+	int mark_n;
 	char *arr;             /* scratch for the id array literal */
 	size_t arrcap;
 
@@ -249,6 +252,15 @@ static void cdc_stream_reset(struct cdc *x)
 	x->nrels = 0;
 	x->nmark = 0;
 	x->pending_lsn = 0;
+	if (x->mark_busy) {
+		PGresult *res;
+
+		/* The marks may or may not commit; either is fine (sent_at is
+		 * only ever set for acknowledged rows). Free the connection. */
+		while ((res = PQgetResult(x->db)) != NULL)
+			PQclear(res);
+		x->mark_busy = false;
+	}
 }
 
 static struct pgo_rel *cdc_rel_find(struct cdc *x, uint32_t relid)
@@ -419,7 +431,8 @@ static bool cdc_send_status(struct cdc *x, bool reply)
  * confirmed as is. */
 static bool cdc_idle(const struct cdc *x)
 {
-	return x->head == NULL && x->cur == NULL && x->nmark == 0 && x->pending_lsn == 0;
+	return x->head == NULL && x->cur == NULL && x->nmark == 0 && x->pending_lsn == 0 &&
+	       !x->mark_busy;
 }
 
 /* Move fully acknowledged transactions, oldest first, to the mark batch.
@@ -487,49 +500,85 @@ static bool cdc_collect(struct cdc *x)
 	return true;
 }
 
-/* Mark the batch sent and confirm its end position. False when the
- * database failed (the stream restarts; the rows go out again). */
-static bool cdc_mark(struct cdc *x, char *err, size_t errlen)
+/* Send the UPDATE that marks the acknowledged batch sent, without waiting
+ * for it (the stream keeps flowing meanwhile; cdc_mark_done collects the
+ * result). A batch of no rows (transactions without outbox rows) settles
+ * at once. False when it could not be sent. */
+static bool cdc_mark_send(struct cdc *x, char *err, size_t errlen)
 {
 	const char *params[1];
-	PGresult *res;
 	size_t need = (size_t)x->nmark * 21 + 3, len = 0;
 
-	if (x->pending_lsn == 0)
+	if (x->pending_lsn == 0 || x->mark_busy)
 		return true;
-	if (x->nmark > 0) {
-		if (need > x->arrcap) {
-			char *n = realloc(x->arr, need);
+	if (x->nmark == 0) {
+		if (x->pending_lsn > x->flush_lsn)
+			x->flush_lsn = x->pending_lsn;
+		x->pending_lsn = 0;
+		return true;
+	}
+	if (need > x->arrcap) {
+		char *n = realloc(x->arr, need);
 
-			if (n == NULL) {
-				snprintf(err, errlen, "out of memory");
-				return false;
-			}
-			x->arr = n;
-			x->arrcap = need;
-		}
-		x->arr[len++] = '{';
-		for (int i = 0; i < x->nmark; i++)
-			len += (size_t)snprintf(x->arr + len, need - len, "%s%" PRId64,
-						i ? "," : "", x->mark_ids[i]);
-		x->arr[len++] = '}';
-		x->arr[len] = '\0';
-		crash_point("relay.after_publish");
-		params[0] = x->arr;
-		res = PQexecParams(x->db, SQL_MARK, 1, NULL, params, NULL, NULL, 0);
-		if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-			db_error(x->db, res, err, errlen);
-			PQclear(res);
+		if (n == NULL) {
+			snprintf(err, errlen, "out of memory");
 			return false;
 		}
-		PQclear(res);
-		x->ctr.marked += x->nmark;
-		crash_point("relay.after_mark");
+		x->arr = n;
+		x->arrcap = need;
 	}
+	x->arr[len++] = '{';
+	for (int i = 0; i < x->nmark; i++)
+		len += (size_t)snprintf(x->arr + len, need - len, "%s%" PRId64, i ? "," : "",
+					x->mark_ids[i]);
+	x->arr[len++] = '}';
+	x->arr[len] = '\0';
+	crash_point("relay.after_publish");
+	params[0] = x->arr;
+	if (!PQsendQueryParams(x->db, SQL_MARK, 1, NULL, params, NULL, NULL, 0)) {
+		db_error(x->db, NULL, err, errlen);
+		return false;
+	}
+	x->mark_busy = true;
+	x->mark_lsn = x->pending_lsn;
+	x->mark_n = x->nmark;
 	x->nmark = 0;
-	if (x->pending_lsn > x->flush_lsn)
-		x->flush_lsn = x->pending_lsn;
 	x->pending_lsn = 0;
+	return true;
+}
+
+/* Collect the mark UPDATE's result (waiting for it when wait is set):
+ * once it committed, its position may be confirmed (flush_lsn moves and
+ * *moved is set). False when it failed: the stream restarts and the rows
+ * go out again. */
+static bool cdc_mark_done(struct cdc *x, bool wait, bool *moved, char *err, size_t errlen)
+{
+	PGresult *res;
+	bool ok = true;
+
+	*moved = false;
+	if (!x->mark_busy)
+		return true;
+	if (!wait && (PQconsumeInput(x->db) == 0 || PQisBusy(x->db))) {
+		if (PQstatus(x->db) != CONNECTION_BAD)
+			return true;
+	}
+	while ((res = PQgetResult(x->db)) != NULL) {
+		if (ok && PQresultStatus(res) != PGRES_COMMAND_OK) {
+			db_error(x->db, res, err, errlen);
+			ok = false;
+		}
+		PQclear(res);
+	}
+	x->mark_busy = false;
+	if (!ok)
+		return false;
+	x->ctr.marked += x->mark_n;
+	crash_point("relay.after_mark");
+	if (x->mark_lsn > x->flush_lsn) {
+		x->flush_lsn = x->mark_lsn;
+		*moved = true;
+	}
 	return true;
 }
 
@@ -850,12 +899,14 @@ static void cdc_summary(struct cdc *x, bool force)
 static void cdc_settle(struct cdc *x)
 {
 	char err[512];
+	bool moved;
 
 	if (x->pub.rk != NULL &&
 	    !publish_wait(&x->pub, x->cfg->kafka_delivery_timeout_ms + 5000))
 		log_warn("stopping with %d events unacknowledged; they are streamed again",
 			 publish_outstanding());
-	if (cdc_collect(x) && cdc_mark(x, err, sizeof err)) {
+	if (cdc_collect(x) && cdc_mark_done(x, true, &moved, err, sizeof err) &&
+	    cdc_mark_send(x, err, sizeof err) && cdc_mark_done(x, true, &moved, err, sizeof err)) {
 		if (x->repl != NULL && !cdc_send_status(x, false))
 			log_warn("final status update failed");
 	}
@@ -873,12 +924,16 @@ static enum lead_result cdc_stream(struct cdc *x, char *err, size_t errlen)
 	log_info("streaming slot %s (publication %s) from %s", x->cfg->relay_slot,
 		 x->cfg->relay_publication, lsn);
 	while (!*x->stop) {
-		struct pollfd pfd = { .fd = PQsocket(x->repl), .events = POLLIN, .revents = 0 };
+		struct pollfd pfd[2] = {
+			{ .fd = PQsocket(x->repl), .events = POLLIN, .revents = 0 },
+			{ .fd = PQsocket(x->db), .events = POLLIN, .revents = 0 },
+		};
 		int64_t now;
+		bool moved;
 		char *buf;
 		int n;
 
-		if (poll(&pfd, 1, CDC_WAIT_MS) < 0 && errno != EINTR) {
+		if (poll(pfd, x->mark_busy ? 2 : 1, CDC_WAIT_MS) < 0 && errno != EINTR) {
 			snprintf(err, errlen, "poll: %s", strerror(errno));
 			return LEAD_RETRY;
 		}
@@ -914,22 +969,27 @@ static enum lead_result cdc_stream(struct cdc *x, char *err, size_t errlen)
 			return LEAD_RETRY;
 		}
 		now = util_mono_ms();
-		if (x->pending_lsn != 0 &&
+		if (!cdc_mark_done(x, false, &moved, err, errlen))
+			return db_lost(x->db) ? LEAD_DB_LOST : LEAD_RETRY;
+		if (x->pending_lsn != 0 && !x->mark_busy &&
 		    (x->nmark >= CDC_MARK_MAX || now - x->mark_first_ms >= CDC_MARK_MS ||
 		     x->nmark == 0)) {
 			uint64_t before = x->flush_lsn;
 
-			if (!cdc_mark(x, err, errlen))
+			if (!cdc_mark_send(x, err, errlen))
 				return db_lost(x->db) ? LEAD_DB_LOST : LEAD_RETRY;
-			if (x->flush_lsn != before && !cdc_send_status(x, false)) {
-				db_error(x->repl, NULL, err, errlen);
-				return LEAD_RETRY;
-			}
+			moved = moved || x->flush_lsn != before;
+		}
+		if (moved && !cdc_send_status(x, false)) {
+			db_error(x->repl, NULL, err, errlen);
+			return LEAD_RETRY;
 		}
 		if (now - x->status_ms >= CDC_STATUS_MS && !cdc_send_status(x, false)) {
 			db_error(x->repl, NULL, err, errlen);
 			return LEAD_RETRY;
 		}
+		if (x->mark_busy)
+			continue; /* the database connection is taken until it answers */
 		if (now - x->heartbeat_ms >= x->cfg->relay_heartbeat_ms)
 			cdc_heartbeat(x);
 		if (now - x->slot_ms >= CDC_SLOT_CHECK_MS) {
