@@ -885,11 +885,12 @@ static void cdc_summary(struct cdc *x, bool force)
 	if (n > 0 || force)
 		log_info("streamed %" PRId64 " events in %.1f s (%.0f/s); totals: transactions %"
 			 PRId64 ", published %" PRId64 ", acked %" PRId64 ", failed %" PRId64
-			 ", marked %" PRId64 ", heartbeats %" PRId64 "; confirmed %s",
+			 ", marked %" PRId64 ", heartbeats %" PRId64 ", stream restarts %" PRId64
+			 "; confirmed %s",
 			 n, (double)(now - x->summary_ms) / 1000.0,
 			 (double)n * 1000.0 / (double)(now - x->summary_ms + 1), x->ctr.txns,
 			 x->ctr.published, x->ctr.acked, x->ctr.failed, x->ctr.marked,
-			 x->ctr.heartbeats, lsn);
+			 x->ctr.heartbeats, x->ctr.restarts, lsn);
 	x->summary_ms = now;
 	x->summary_published = x->ctr.published;
 }
