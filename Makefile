@@ -14,6 +14,7 @@ BIN   ?= bin
 
 COMMON  := common/log.c common/conf.c common/crash.c common/db.c common/kafka.c \
            common/util.c
+COMMON  += common/outbox_cleanup.c
 PROGS   := outboxd outbox-relay outbox-consumer orders outboxctl
 
 SRC_outboxd         := $(wildcard supervisor/*.c)

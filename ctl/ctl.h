@@ -13,6 +13,7 @@ struct ctl {
 	long wait_s;          /* verify --wait */
 	const char *since;    /* audit --since */
 	const char *kind;     /* audit --kind */
+	bool dry_run;         /* cleanup --dry-run */
 };
 
 /* Connect or print why not; NULL means "exit 1". */
@@ -27,5 +28,6 @@ int ctl_migrate(struct ctl *ctl);
 int ctl_verify(struct ctl *ctl);
 int ctl_status(struct ctl *ctl);
 int ctl_audit(struct ctl *ctl);
+int ctl_cleanup(struct ctl *ctl);
 
 #endif

@@ -23,6 +23,10 @@ static void usage(FILE *f)
 		"  verify [--wait SECONDS] wait for the pipeline to drain (default 10 s), then\n"
 		"                          judge it: exit 0 only when nothing is lost, nothing\n"
 		"                          applied twice, nothing out of order, no gap open\n"
+		"  cleanup [--dry-run]     one outbox janitor round: create partitions ahead,\n"
+		"                          drop expired fully sent partitions, delete old sent\n"
+		"                          rows in batches ([cleanup] settings); exit 1 when\n"
+		"                          another janitor is running\n"
 		"\n"
 		"  -c FILE   configuration (default $OUTBOX_CONF or conf/outboxd.conf)\n"
 		"  --json    machine-readable output\n");
@@ -66,6 +70,7 @@ int main(int argc, char **argv)
 		{ "wait", required_argument, NULL, 'w' },
 		{ "since", required_argument, NULL, 's' },
 		{ "kind", required_argument, NULL, 'k' },
+		{ "dry-run", no_argument, NULL, 'D' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -89,6 +94,7 @@ int main(int argc, char **argv)
 			break;
 		case 's': ctl.since = optarg; break;
 		case 'k': ctl.kind = optarg; break;
+		case 'D': ctl.dry_run = true; break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
@@ -107,9 +113,9 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	if (strcmp(cmd, "migrate") != 0 && strcmp(cmd, "status") != 0 &&
-	    strcmp(cmd, "audit") != 0 && strcmp(cmd, "verify") != 0) {
-		if (strcmp(cmd, "dlq") == 0 || strcmp(cmd, "replay") == 0 ||
-		    strcmp(cmd, "cleanup") == 0) {
+	    strcmp(cmd, "audit") != 0 && strcmp(cmd, "verify") != 0 &&
+	    strcmp(cmd, "cleanup") != 0) {
+		if (strcmp(cmd, "dlq") == 0 || strcmp(cmd, "replay") == 0) {
 			fprintf(stderr, "outboxctl: %s is not yet available\n", cmd);
 			return 1;
 		}
@@ -126,5 +132,7 @@ int main(int argc, char **argv)
 		return ctl_status(&ctl);
 	if (strcmp(cmd, "audit") == 0)
 		return ctl_audit(&ctl);
+	if (strcmp(cmd, "cleanup") == 0)
+		return ctl_cleanup(&ctl);
 	return ctl_verify(&ctl);
 }
