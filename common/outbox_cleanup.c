@@ -238,8 +238,8 @@ static bool cleanup_drop_expired(PGconn *conn, const struct conf *c, int64_t t0,
 						 (json_int_t)unsent));
 			continue;
 		}
-		log_info("dropped partition %s [%s, %s): about %lld sent rows, %lld bytes", part,
-			 lo, hi, rows, bytes);
+		log_info("dropped partition %s [%s, %s): %lld bytes, %lld sent rows by the "
+			 "planner's estimate", part, lo, hi, bytes, rows);
 		rep->dropped++;
 		rep->freed_bytes += bytes;
 		cleanup_action(rep, "drop", part,
