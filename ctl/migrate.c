@@ -70,6 +70,8 @@ out:
  * sql/003_outbox_cleanup.sql. One transaction, so a failure changes nothing. */
 static const char SQL_PARTITION[] =
 	"SELECT copied, kept_old FROM public.outboxd_outbox_partition($1::int, $2::int, $3::int)";
+static const char SQL_ENSURE[] =
+	"SELECT count(*) FROM public.outboxd_outbox_ensure($1::int, $2::int)";
 static const char SQL_IS_PARTITIONED[] =
 	"SELECT c.relkind = 'p' FROM pg_class c WHERE c.oid = to_regclass('public.outbox')";
 
@@ -91,6 +93,13 @@ static int migrate_partition(PGconn *conn, const struct conf *c, bool *kept_old,
 		goto out;
 	}
 	if (strcmp(PQgetvalue(res, 0, 0), "t") == 0) {
+		/* Already partitioned: make sure the partitions ahead exist. */
+		PQclear(res);
+		res = PQexecParams(conn, SQL_ENSURE, 2, NULL, params, NULL, NULL, 0);
+		if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+			db_error(conn, res, err, sizeof err);
+			goto out;
+		}
 		rc = 0;
 		goto out;
 	}
