@@ -30,6 +30,7 @@ obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(patsubst $(BUILD)/%,%,$(1)))
 
 .PHONY: all debug asan deps check check-run unit services demo chaos bench clean help
 .PHONY: bench-latency
+.PHONY: bench-cleanup
 all: $(addprefix $(BIN)/,$(PROGS))
 
 help:
@@ -37,6 +38,7 @@ help:
 	@echo "make check    start the local services and run the TAP suite (prove)"
 	@echo "make demo     the crash-injection story end to end on the local services"
 	@echo "make chaos    the crash schedule alone (scripts/chaos --help for its options)"
+	@echo "make bench-cleanup  claim time as the outbox grows, cleanup on/off; writes during a drop"
 	@echo "make debug    ASan/UBSan build into build/debug and bin-debug/, unit tests under it"
 	@echo "make bench    the benchmarks (never part of make check)"
 	@echo "make bench-latency  commit-to-applied latency per relay mode (scripts/bench-latency --help)"
@@ -104,6 +106,13 @@ bench: bench-latency
 bench-latency: deps
 	@$(MAKE) --no-print-directory all
 	bash scripts/bench-latency $(BENCH_LATENCY_ARGS)
+
+# Claim time as the outbox grows, cleanup on and off; write rate during a
+# partition drop (scripts/bench-cleanup --help). Not part of make check.
+bench-cleanup: deps
+	@$(MAKE) --no-print-directory all
+	bash scripts/bench-cleanup
+bench: bench-cleanup
 
 clean:
 	rm -rf build bin bin-debug
