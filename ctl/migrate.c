@@ -72,6 +72,7 @@ static const char SQL_PARTITION[] =
 	"SELECT copied, kept_old FROM public.outboxd_outbox_partition($1::int, $2::int, $3::int)";
 static const char SQL_ENSURE[] =
 	"SELECT count(*) FROM public.outboxd_outbox_ensure($1::int, $2::int)";
+static const char SQL_LOCK_TIMEOUT[] = "SELECT set_config('lock_timeout', $1, true)";
 static const char SQL_IS_PARTITIONED[] =
 	"SELECT c.relkind = 'p' FROM pg_class c WHERE c.oid = to_regclass('public.outbox')";
 
@@ -79,8 +80,8 @@ static const char SQL_IS_PARTITIONED[] =
 static int migrate_partition(PGconn *conn, const struct conf *c, bool *kept_old,
 			     long long *copied)
 {
-	char step[16], ahead[16], ret[16], err[1024] = "";
-	const char *params[3] = { step, ahead, ret };
+	char step[16], ahead[16], ret[16], lt[16], err[1024] = "";
+	const char *params[3] = { step, ahead, ret }, *lt_params[1] = { lt };
 	PGresult *res = NULL;
 	int rc = -1;
 
@@ -107,6 +108,15 @@ static int migrate_partition(PGconn *conn, const struct conf *c, bool *kept_old,
 	res = NULL;
 	if (!db_exec(conn, "BEGIN", err, sizeof err))
 		goto out;
+	/* Writers queue behind the conversion's lock while it waits for it:
+	 * wait at most [cleanup] lock_timeout_ms, then fail (retry later). */
+	snprintf(lt, sizeof lt, "%d", c->cleanup_lock_timeout_ms);
+	res = PQexecParams(conn, SQL_LOCK_TIMEOUT, 1, NULL, lt_params, NULL, NULL, 0);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		db_error(conn, res, err, sizeof err);
+		goto out;
+	}
+	PQclear(res);
 	res = PQexecParams(conn, SQL_PARTITION, 3, NULL, params, NULL, NULL, 0);
 	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
 		db_error(conn, res, err, sizeof err);
@@ -120,7 +130,10 @@ static int migrate_partition(PGconn *conn, const struct conf *c, bool *kept_old,
 out:
 	PQclear(res);
 	if (rc < 0) {
-		fprintf(stderr, "outboxctl: migrate: partitioning public.outbox failed: %s\n", err);
+		fprintf(stderr, "outboxctl: migrate: partitioning public.outbox failed: %s%s\n", err,
+			strcmp(db_sqlstate(res), "55P03") == 0
+				? " (its lock was not granted within [cleanup] lock_timeout_ms; "
+				  "run migrate again)" : "");
 		if (!db_lost(conn)) {
 			PGresult *r = PQexec(conn, "ROLLBACK");
 

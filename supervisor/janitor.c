@@ -15,6 +15,8 @@
 #include "outbox_cleanup.h"
 #include "proc.h"
 
+#define JANITOR_OFF_CHECK_S 60 /* while off, how often to look whether a reload turned it on */
+
 struct janitor {
 	const struct conf *cfg;
 	struct event *timer;
@@ -94,8 +96,13 @@ static void janitor_timer_cb(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
-	if (j->stopped || j->cfg->cleanup_janitor_interval_s <= 0)
+	if (j->stopped)
 		return;
+	if (j->cfg->cleanup_janitor_interval_s <= 0) {
+		/* Off; look again later in case a reload turns it on. */
+		janitor_schedule(j, JANITOR_OFF_CHECK_S);
+		return;
+	}
 	janitor_schedule(j, j->cfg->cleanup_janitor_interval_s);
 	if (j->child > 0) {
 		log_info("janitor: previous round (pid %d) still running; skipping this one",
@@ -115,11 +122,10 @@ static void janitor_timer_cb(evutil_socket_t fd, short what, void *arg)
 
 void janitor_start(struct janitor *j)
 {
-	if (j->cfg->cleanup_janitor_interval_s <= 0) {
+	if (j->cfg->cleanup_janitor_interval_s <= 0)
 		log_info("janitor off ([cleanup] janitor_interval_s = 0)");
-		return;
-	}
-	log_info("janitor: outbox cleanup every %d s", j->cfg->cleanup_janitor_interval_s);
+	else
+		log_info("janitor: outbox cleanup every %d s", j->cfg->cleanup_janitor_interval_s);
 	janitor_schedule(j, 0);
 }
 

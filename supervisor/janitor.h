@@ -20,7 +20,8 @@ struct janitor;
 struct janitor *janitor_new(struct event_base *base, const struct conf *cfg)
 	__attribute__((warn_unused_result));
 
-/* Start the schedule (does nothing when janitor_interval_s is 0). */
+/* Start the schedule. While janitor_interval_s is 0 no round runs; a reload
+ * that sets it takes effect within a minute. */
 void janitor_start(struct janitor *j);
 
 /* If pid is the janitor's child, note its exit, log it and return true. */
