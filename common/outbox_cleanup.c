@@ -51,8 +51,14 @@ static const char SQL_EXPIRED[] =
 	" ORDER BY p.lo";
 
 /* Upholds "a partition with an unsent row is never dropped": the function
- * re-counts under the partition's ACCESS EXCLUSIVE lock. */
-static const char SQL_DROP[] = "SELECT public.outboxd_outbox_drop($1::regclass)";
+ * detaches, then re-counts under the partition's ACCESS EXCLUSIVE lock, and
+ * undoes the detach when it finds one. Its own short transaction. */
+static const char SQL_DETACH[] = "SELECT public.outboxd_outbox_detach($1::regclass)";
+
+/* Then, in a transaction of its own, drop what was detached (no lock on
+ * public.outbox: the files go away while writers and relays carry on).
+ * Also finishes a drop a dead janitor left half done. */
+static const char SQL_DROP_DETACHED[] = "SELECT public.outboxd_outbox_drop_detached()";
 
 /* One batch of the batched delete: the next delete_batch_size rows after
  * $1 in id order (a bounded index range scan, however big the table);
@@ -212,7 +218,7 @@ static bool cleanup_drop_expired(PGconn *conn, const struct conf *c, int64_t t0,
 						 (json_int_t)rows, "bytes", (json_int_t)bytes));
 			continue;
 		}
-		res = PQexecParams(conn, SQL_DROP, 1, NULL, dp, NULL, NULL, 0);
+		res = PQexecParams(conn, SQL_DETACH, 1, NULL, dp, NULL, NULL, 0);
 		if (PQresultStatus(res) != PGRES_TUPLES_OK) {
 			db_error(conn, res, err, errlen);
 			if (strcmp(db_sqlstate(res), SQLSTATE_LOCK_NOT_AVAILABLE) != 0)
@@ -238,6 +244,14 @@ static bool cleanup_drop_expired(PGconn *conn, const struct conf *c, int64_t t0,
 						 (json_int_t)unsent));
 			continue;
 		}
+		res = cleanup_query(conn, SQL_DROP_DETACHED, 0, NULL, err, errlen);
+		if (res == NULL) {
+			log_warn("partition %s [%s, %s) detached (it held no unsent row) but not "
+				 "dropped yet: %s; next round", part, lo, hi, err);
+			goto out;
+		}
+		PQclear(res);
+		res = NULL;
 		log_info("dropped partition %s [%s, %s): %lld bytes, %lld sent rows by the "
 			 "planner's estimate", part, lo, hi, bytes, rows);
 		rep->dropped++;
@@ -367,6 +381,16 @@ bool outbox_cleanup_round(PGconn *conn, const struct conf *c, bool dry_run,
 	plain = !rep->partitioned;
 	PQclear(res);
 	res = NULL;
+	if (rep->partitioned && !rep->dry_run) {
+		res = cleanup_query(conn, SQL_DROP_DETACHED, 0, NULL, err, errlen);
+		if (res == NULL)
+			goto out;
+		for (int i = 0; i < PQntuples(res); i++)
+			log_info("dropped %s, detached by an earlier round that did not finish",
+				 PQgetvalue(res, i, 0));
+		PQclear(res);
+		res = NULL;
+	}
 	if (rep->partitioned) {
 		if (!cleanup_ensure(conn, c, rep, err, errlen) ||
 		    !cleanup_drop_expired(conn, c, t0, rep, err, errlen))

@@ -88,12 +88,22 @@ BEGIN
     END LOOP;
 END $$;
 
--- Drop one partition if (re-checked under its lock) it holds no unsent
--- row: DETACH takes ACCESS EXCLUSIVE on the partition, so no writer or
--- relay transaction is in it any more, then count, then DROP. Returns the
--- unsent rows found: 0 means dropped; more means it was re-attached (the
--- whole change rolled back) and is still there.
-CREATE OR REPLACE FUNCTION public.outboxd_outbox_drop(p regclass) RETURNS bigint
+-- Partitions detached by outboxd_outbox_detach() and not dropped yet (the
+-- drop is a second, separate transaction; a janitor that died in between
+-- leaves the name here for the next round).
+CREATE TABLE IF NOT EXISTS public.outboxd_detached (
+    name        text        PRIMARY KEY,
+    detached_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- Step 1 of a drop, in the caller's (short) transaction: DETACH takes
+-- ACCESS EXCLUSIVE on the partition, so no writer or relay transaction is
+-- in it any more; then count its unsent rows under that lock. None: the
+-- partition is recorded in outboxd_detached and 0 is returned (the caller
+-- commits; from then on no row can reach it, it is not a partition). Some:
+-- the detach is undone (the partition stays attached) and their number is
+-- returned. Upholds "a partition with an unsent row is never dropped".
+CREATE OR REPLACE FUNCTION public.outboxd_outbox_detach(p regclass) RETURNS bigint
 LANGUAGE plpgsql AS $$
 DECLARE
     n bigint := 0;
@@ -104,11 +114,48 @@ BEGIN
         IF n > 0 THEN
             RAISE EXCEPTION 'partition % holds % unsent rows', p, n USING ERRCODE = 'OBX01';
         END IF;
-        EXECUTE format('DROP TABLE %s', p);
+        INSERT INTO public.outboxd_detached (name)
+        SELECT format('%I.%I', ns.nspname, c.relname)
+          FROM pg_class c JOIN pg_namespace ns ON ns.oid = c.relnamespace
+         WHERE c.oid = p
+        ON CONFLICT DO NOTHING;
     EXCEPTION WHEN SQLSTATE 'OBX01' THEN
         RETURN n;
     END;
     RETURN 0;
+END $$;
+
+-- Step 2, its own transaction: drop every detached table recorded in
+-- outboxd_detached. They are no longer partitions, so this locks nothing
+-- that writers or relays use (removing the files happens here, outside the
+-- detach's lock on public.outbox). Returns the names dropped.
+CREATE OR REPLACE FUNCTION public.outboxd_outbox_drop_detached() RETURNS SETOF text
+LANGUAGE plpgsql AS $$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN SELECT d.name FROM public.outboxd_detached d ORDER BY d.detached_at LOOP
+        IF to_regclass(r.name) IS NOT NULL AND NOT EXISTS
+           (SELECT 1 FROM pg_inherits i WHERE i.inhrelid = to_regclass(r.name)) THEN
+            EXECUTE format('DROP TABLE %s', to_regclass(r.name));
+        END IF;
+        DELETE FROM public.outboxd_detached d WHERE d.name = r.name;
+        RETURN NEXT r.name;
+    END LOOP;
+END $$;
+
+-- Both steps in one transaction (for scripts and tests that want a
+-- partition gone at once): returns the unsent rows found, 0 = dropped.
+CREATE OR REPLACE FUNCTION public.outboxd_outbox_drop(p regclass) RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    n bigint;
+BEGIN
+    n := public.outboxd_outbox_detach(p);
+    IF n = 0 THEN
+        PERFORM public.outboxd_outbox_drop_detached();
+    END IF;
+    RETURN n;
 END $$;
 
 -- Move an unpartitioned public.outbox to the partitioned layout, in the

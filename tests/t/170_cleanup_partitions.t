@@ -79,12 +79,32 @@ is "$?" "1" "cleanup exits 1 while another janitor holds the lock"
 is "$(jq -r .skipped "$tmp/c2.json")" "true" "and reports that it skipped"
 wait "$holder"
 
+# The re-check under the lock: the detach step itself, called directly on
+# the partition with the unsent row (as if that row had committed after the
+# janitor's first look), undoes the detach and reports the row.
+is "$(q "SELECT public.outboxd_outbox_detach('public.outbox_t170_b')")" "1" \
+	"the detach step finds the unsent row under its lock and refuses"
+is "$(q "SELECT count(*) FROM public.outboxd_outbox_partitions WHERE name = 'outbox_t170_b'")" "1" \
+	"and the partition is still attached"
+
 q "UPDATE public.outbox SET sent_at = now() WHERE aggregate_id = 't170-b-50'" >/dev/null
 "$BIN/outboxctl" -c "$conf" cleanup >"$tmp/c3.out" 2>"$tmp/c3.log"
 ok $? "cleanup after the last row was sent"
 is "$(q "SELECT to_regclass('public.outbox_t170_b') IS NULL")" "t" "now that partition is dropped too"
 is "$(q "SELECT count(*) FROM public.outbox WHERE aggregate_id = 't170-now'")" "1" \
 	"the current unsent row is untouched"
+
+# A janitor that died between its two steps (detached, not dropped): the
+# next round drops the table.
+q "DROP TABLE IF EXISTS public.outbox_t170_c;
+   CREATE TABLE public.outbox_t170_c (LIKE public.outbox INCLUDING DEFAULTS);
+   ALTER TABLE public.outbox ATTACH PARTITION public.outbox_t170_c
+     FOR VALUES FROM ('2020-01-05 00:00+00') TO ('2020-01-06 00:00+00')" >/dev/null
+is "$(q "SELECT public.outboxd_outbox_detach('public.outbox_t170_c')")" "0" "a partition detached by hand"
+"$BIN/outboxctl" -c "$conf" cleanup >/dev/null 2>"$tmp/c4.log"
+grep -q "dropped public.outbox_t170_c, detached by an earlier round" "$tmp/c4.log"
+ok $? "the next round drops what an interrupted round detached, and says so"
+is "$(q "SELECT to_regclass('public.outbox_t170_c') IS NULL")" "t" "it is gone"
 
 "$BIN/outboxctl" cleanup --bogus >/dev/null 2>&1; is "$?" "2" "a bad flag exits 2"
 "$BIN/outboxctl" --help | grep -q "cleanup \[--dry-run\]"; ok $? "--help describes cleanup"
