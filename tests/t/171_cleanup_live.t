@@ -4,13 +4,16 @@
 # retention and its janitor every second, while bin/orders writes 3,000
 # events over about 20 s. Several fully sent partitions are dropped during
 # the run, and yet nothing is lost: outboxctl verify passes and every
-# committed event has its side effect in the sink.
+# committed event has its side effect in the sink. RELAY_MODE=cdc runs the
+# same with CDC relays (test 174).
 . "$(dirname "$0")/../lib.sh"
 
+mode=${RELAY_MODE:-poll}
 services_up
 reset_db
+[ "$mode" = cdc ] && cdc_reset
 fresh_topic
-tmp=$(mktemp -d /tmp/outboxd-171.XXXXXX)
+tmp=$(mktemp -d /tmp/outboxd-171-$mode.XXXXXX)
 SUP_PID=
 cleanup() {
 	[ -n "$SUP_PID" ] && kill -KILL "$SUP_PID" 2>/dev/null
@@ -25,7 +28,9 @@ trap cleanup EXIT
 
 cat >"$tmp/outboxd.conf" <<EOF
 [relay]
+mode = $mode
 poll_interval_ms = 200
+heartbeat_ms = 500
 [supervisor]
 http_listen = off
 audit_file = $tmp/audit.jsonl
@@ -48,11 +53,14 @@ has_partitions() {
 	[ "$(q "SELECT count(*) FROM public.outboxd_outbox_partitions WHERE NOT is_default")" -ge 3 ]
 }
 wait_for 20 has_partitions
-ok $? "outboxd's janitor created the 2-second partitions ahead"
+ok $? "outboxd's janitor created the 2-second partitions ahead ($mode relays)"
 
 "$BIN/orders" -c "$conf" --mode outbox --orders 600 --events-per-order 5 --concurrency 4 \
 	--rate 150 --quiet >"$tmp/orders.log" 2>&1
 ok $? "the order service wrote 600 orders x 5 events at 150 events/s"
+if [ "$mode" = cdc ]; then
+	grep -q "streaming slot" "$tmp/outboxd.log"; ok $? "a CDC relay streamed from its slot"
+fi
 drops_during=$(grep -c "janitor.*dropped partition" "$tmp/outboxd.log")
 cmp_ok "$drops_during" -ge 4 "the janitor dropped partitions while the writers ran ($drops_during)"
 

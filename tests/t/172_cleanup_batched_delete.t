@@ -46,7 +46,7 @@ rows old-unsent 50 '2 hours' false
 rows new-sent 300 '10 minutes' true
 rows new-unsent 200 '10 minutes' false
 
-"$BIN/outboxctl" -c "$tmp/c.conf" cleanup --dry-run --json >"$tmp/dry.json"
+"$BIN/outboxctl" -c "$tmp/c.conf" cleanup --dry-run --json >"$tmp/dry.json" 2>/dev/null
 is "$(jq -r '"\(.partitioned) \(.deleted) \(.kept_unsent)"' "$tmp/dry.json")" "false 4000 50" \
 	"dry run: 4,000 rows to delete, 50 old unsent rows to keep"
 is "$(q "SELECT count(*) FROM public.outbox")" "4550" "dry run deleted nothing"
