@@ -57,7 +57,7 @@ static const struct conf_key conf_keys[] = {
 	I("supervisor", "shutdown_timeout_ms", sup_shutdown_timeout_ms, 100, 3600000, "15000"),
 	I("supervisor", "backoff_max_ms", sup_backoff_max_ms, 10, 3600000, "10000"),
 	I("supervisor", "stable_ms", sup_stable_ms, 100, 3600000, "30000"),
-	B("cleanup", "partitioned", cleanup_partitioned, "on"),
+	B("cleanup", "partitioned", cleanup_partitioned, "off"),
 	I("cleanup", "partition_interval_s", cleanup_partition_interval_s, 1, 31622400, "86400"),
 	I("cleanup", "partitions_ahead", cleanup_partitions_ahead, 1, 1000, "3"),
 	I("cleanup", "retention_s", cleanup_retention_s, 0, 2147483647, "604800"),

@@ -3,27 +3,36 @@
 # runs too): it creates the partitions ahead; of two expired partitions it
 # drops the fully sent one and keeps, and says so, the one holding an unsent
 # row; once that row is sent it drops that one too. --dry-run changes
-# nothing; --json is one object; a second janitor waits its turn.
+# nothing; --json is one object; a second janitor waits its turn. In a
+# database of its own, partitioned with [cleanup] partitioned = on.
 . "$(dirname "$0")/../lib.sh"
 
 services_up
-reset_db
 tmp=$(mktemp -d /tmp/outboxd-170.XXXXXX)
-trap '[ "${KEEP:-}" ] || rm -rf "$tmp"' EXIT
+db=outboxd_t170
+cleanup() {
+	dropdb --if-exists --force "$db" >/dev/null 2>&1
+	[ "${KEEP:-}" ] || rm -rf "$tmp"
+}
+trap cleanup EXIT
+dropdb --if-exists --force "$db" >/dev/null 2>&1
+createdb "$db" || bail "createdb $db failed"
+export OUTBOX_PG="${OUTBOX_PG/dbname=outboxd/dbname=$db}"
+export PGDATABASE=$db
 conf=$(test_conf <<EOF
 [cleanup]
+partitioned = on
 partition_interval_s = 3600
 partitions_ahead = 2
 retention_s = 3600
 EOF
 )
-
+"$BIN/outboxctl" -c "$conf" migrate >/dev/null
 is "$(q "SELECT relkind FROM pg_class WHERE oid = 'public.outbox'::regclass")" "p" \
-	"migrate gave public.outbox the partitioned layout (the default)"
+	"migrate with [cleanup] partitioned = on gives public.outbox the partitioned layout"
 
 # Two partitions of long ago, attached by hand, each with 100 sent rows;
 # then one row of "b" is made unsent.
-q "DROP TABLE IF EXISTS public.outbox_t170_a, public.outbox_t170_b" >/dev/null
 for p in a:2020-01-01:2020-01-02 b:2020-01-02:2020-01-03; do
 	IFS=: read -r n lo hi <<<"$p"
 	q "CREATE TABLE public.outbox_t170_$n (LIKE public.outbox INCLUDING DEFAULTS);
@@ -96,8 +105,7 @@ is "$(q "SELECT count(*) FROM public.outbox WHERE aggregate_id = 't170-now'")" "
 
 # A janitor that died between its two steps (detached, not dropped): the
 # next round drops the table.
-q "DROP TABLE IF EXISTS public.outbox_t170_c;
-   CREATE TABLE public.outbox_t170_c (LIKE public.outbox INCLUDING DEFAULTS);
+q "CREATE TABLE public.outbox_t170_c (LIKE public.outbox INCLUDING DEFAULTS);
    ALTER TABLE public.outbox ATTACH PARTITION public.outbox_t170_c
      FOR VALUES FROM ('2020-01-05 00:00+00') TO ('2020-01-06 00:00+00')" >/dev/null
 is "$(q "SELECT public.outboxd_outbox_detach('public.outbox_t170_c')")" "0" "a partition detached by hand"

@@ -5,37 +5,44 @@
 # events over about 20 s. Several fully sent partitions are dropped during
 # the run, and yet nothing is lost: outboxctl verify passes and every
 # committed event has its side effect in the sink. RELAY_MODE=cdc runs the
-# same with CDC relays (test 174).
+# same with CDC relays (test 174). In a database of its own.
 . "$(dirname "$0")/../lib.sh"
 
 mode=${RELAY_MODE:-poll}
 services_up
-reset_db
-[ "$mode" = cdc ] && cdc_reset
 fresh_topic
 tmp=$(mktemp -d /tmp/outboxd-171-$mode.XXXXXX)
+db=outboxd_t171_$mode
+slot=t171_${mode}_$$
 SUP_PID=
 cleanup() {
 	[ -n "$SUP_PID" ] && kill -KILL "$SUP_PID" 2>/dev/null
 	pkill -KILL -f -- "-c $tmp/outboxd.conf" 2>/dev/null
-	# Back to the default layout (daily partitions) for the tests after us.
-	q "SELECT count(public.outboxd_outbox_drop(part)) FROM public.outboxd_outbox_partitions
-	   WHERE NOT is_default" >/dev/null 2>&1
-	"$BIN/outboxctl" migrate >/dev/null 2>&1
+	sleep 0.5
+	q "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots
+	   WHERE slot_name = '$slot'" >/dev/null 2>&1
+	dropdb --if-exists --force "$db" >/dev/null 2>&1
 	[ "${KEEP:-}" ] || rm -rf "$tmp"
 }
 trap cleanup EXIT
+# A database of its own, partitioned from the start.
+dropdb --if-exists --force "$db" >/dev/null 2>&1
+createdb "$db" || bail "createdb $db failed"
+export OUTBOX_PG="${OUTBOX_PG/dbname=outboxd/dbname=$db}"
+export PGDATABASE=$db
 
 cat >"$tmp/outboxd.conf" <<EOF
 [relay]
 mode = $mode
 poll_interval_ms = 200
 heartbeat_ms = 500
+slot_name = $slot
 [supervisor]
 http_listen = off
 audit_file = $tmp/audit.jsonl
 shutdown_timeout_ms = 20000
 [cleanup]
+partitioned = on
 partition_interval_s = 2
 partitions_ahead = 3
 retention_s = 2
@@ -44,9 +51,7 @@ lock_timeout_ms = 1000
 EOF
 conf=$tmp/outboxd.conf
 
-# Start from 2-second partitions: drop the (empty) daily ones.
-q "SELECT count(public.outboxd_outbox_drop(part)) FROM public.outboxd_outbox_partitions
-   WHERE NOT is_default" >/dev/null
+"$BIN/outboxctl" -c "$conf" migrate >/dev/null || bail "migrate failed"
 "$BIN/outboxd" -c "$conf" --relays 2 --consumers 2 >"$tmp/outboxd.log" 2>&1 &
 SUP_PID=$!
 has_partitions() {
