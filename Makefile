@@ -14,6 +14,7 @@ BIN   ?= bin
 
 COMMON  := common/log.c common/conf.c common/crash.c common/db.c common/kafka.c \
            common/util.c
+COMMON  += common/outbox_cleanup.c
 PROGS   := outboxd outbox-relay outbox-consumer orders outboxctl
 
 SRC_outboxd         := $(wildcard supervisor/*.c)
@@ -31,6 +32,7 @@ obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(patsubst $(BUILD)/%,%,$(1)))
 
 .PHONY: all debug asan deps check check-run unit services demo chaos bench clean help
 .PHONY: bench-latency
+.PHONY: bench-cleanup
 all: $(addprefix $(BIN)/,$(PROGS))
 
 help:
@@ -38,6 +40,7 @@ help:
 	@echo "make check    start the local services and run the TAP suite (prove)"
 	@echo "make demo     the crash-injection story end to end on the local services"
 	@echo "make chaos    the crash schedule alone (scripts/chaos --help for its options)"
+	@echo "make bench-cleanup  claim time as the outbox grows, cleanup on/off; writes during a drop"
 	@echo "make debug    ASan/UBSan build into build/debug and bin-debug/, unit tests under it"
 	@echo "make bench    the benchmarks (never part of make check)"
 	@echo "make bench-latency  commit-to-applied latency per relay mode (scripts/bench-latency --help)"
@@ -105,6 +108,13 @@ bench: bench-latency
 bench-latency: deps
 	@$(MAKE) --no-print-directory all
 	bash scripts/bench-latency $(BENCH_LATENCY_ARGS)
+
+# Claim time as the outbox grows, cleanup on and off; write rate during a
+# partition drop (scripts/bench-cleanup --help). Not part of make check.
+bench-cleanup: deps
+	@$(MAKE) --no-print-directory all
+	bash scripts/bench-cleanup
+bench: bench-cleanup
 
 clean:
 	rm -rf build bin bin-debug

@@ -65,12 +65,21 @@ static const struct conf_key conf_keys[] = {
 	I("supervisor", "shutdown_timeout_ms", sup_shutdown_timeout_ms, 100, 3600000, "15000"),
 	I("supervisor", "backoff_max_ms", sup_backoff_max_ms, 10, 3600000, "10000"),
 	I("supervisor", "stable_ms", sup_stable_ms, 100, 3600000, "30000"),
+	B("cleanup", "partitioned", cleanup_partitioned, "off"),
+	I("cleanup", "partition_interval_s", cleanup_partition_interval_s, 1, 31622400, "86400"),
+	I("cleanup", "partitions_ahead", cleanup_partitions_ahead, 1, 1000, "3"),
+	I("cleanup", "retention_s", cleanup_retention_s, 0, 2147483647, "604800"),
+	I("cleanup", "janitor_interval_s", cleanup_janitor_interval_s, 0, 86400, "60"),
+	I("cleanup", "delete_batch_size", cleanup_delete_batch, 1, 1000000, "5000"),
+	I("cleanup", "round_budget_ms", cleanup_round_budget_ms, 100, 3600000, "10000"),
+	I("cleanup", "lock_timeout_ms", cleanup_lock_timeout_ms, 10, 600000, "2000"),
 };
 
 #define NKEYS (sizeof conf_keys / sizeof conf_keys[0])
 
 static const char *const conf_sections[] = {
 	"database", "kafka", "relay", "consumer", "supervisor",
+	"cleanup",
 };
 
 /* Parse and store one value; false with a message (no location) in err. */

@@ -61,6 +61,15 @@ struct conf {
 	int sup_shutdown_timeout_ms;        /* [supervisor] shutdown_timeout_ms */
 	int sup_backoff_max_ms;             /* [supervisor] backoff_max_ms */
 	int sup_stable_ms;                  /* [supervisor] stable_ms */
+
+	bool cleanup_partitioned;           /* [cleanup] partitioned */
+	int cleanup_partition_interval_s;   /* [cleanup] partition_interval_s */
+	int cleanup_partitions_ahead;       /* [cleanup] partitions_ahead */
+	int cleanup_retention_s;            /* [cleanup] retention_s */
+	int cleanup_janitor_interval_s;     /* [cleanup] janitor_interval_s (0 = off) */
+	int cleanup_delete_batch;           /* [cleanup] delete_batch_size */
+	int cleanup_round_budget_ms;        /* [cleanup] round_budget_ms */
+	int cleanup_lock_timeout_ms;        /* [cleanup] lock_timeout_ms */
 };
 
 /* Fill c with the defaults only. */

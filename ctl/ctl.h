@@ -20,6 +20,7 @@ struct ctl {
 	long from_seq;        /* replay --from-seq (default 1) */
 	long hours;           /* inbox-sweep --hours (-1: the configuration's) */
 	bool all;             /* dlq list --all */
+	bool dry_run;         /* cleanup --dry-run */
 };
 
 /* Connect or print why not; NULL means "exit 1". */
@@ -41,5 +42,6 @@ int ctl_inbox_sweep(struct ctl *ctl);
 /* The inbox sweep with c's batch size and the given retention (for
  * outboxctl cleanup too): prints what it deleted; the exit code. */
 int ctl_inbox_sweep_run(const struct conf *c, int hours, bool json);
+int ctl_cleanup(struct ctl *ctl);
 
 #endif

@@ -35,6 +35,10 @@ static void usage(FILE *f)
 		"                          to Kafka (consumers drop what they already have)\n"
 		"  inbox-sweep [--hours N] delete inbox rows older than N hours (default\n"
 		"                          [consumer] inbox_retention_hours)\n"
+		"  cleanup [--dry-run]     one outbox janitor round: create partitions ahead,\n"
+		"                          drop expired fully sent partitions, delete old sent\n"
+		"                          rows in batches ([cleanup] settings); exit 1 when\n"
+		"                          another janitor is running\n"
 		"\n"
 		"  -c FILE   configuration (default $OUTBOX_CONF or conf/outboxd.conf)\n"
 		"  --json    machine-readable output\n");
@@ -83,6 +87,7 @@ int main(int argc, char **argv)
 		{ "from-seq", required_argument, NULL, 'f' },
 		{ "hours", required_argument, NULL, 'H' },
 		{ "all", no_argument, NULL, 'a' },
+		{ "dry-run", no_argument, NULL, 'D' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -124,13 +129,14 @@ int main(int argc, char **argv)
 				return 2;
 			}
 			break;
+		case 'D': ctl.dry_run = true; break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
 	}
 	if (optind >= argc) {
 		fprintf(stderr, "outboxctl: a subcommand is required (migrate, status, audit, "
-			"verify, dlq, replay, inbox-sweep)\n");
+			"verify, cleanup, dlq, replay, inbox-sweep)\n");
 		return 2;
 	}
 	cmd = argv[optind];
@@ -157,11 +163,8 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	if (strcmp(cmd, "migrate") != 0 && strcmp(cmd, "status") != 0 &&
-	    strcmp(cmd, "audit") != 0 && strcmp(cmd, "verify") != 0) {
-		if (strcmp(cmd, "cleanup") == 0) {
-			fprintf(stderr, "outboxctl: %s is not yet available\n", cmd);
-			return 1;
-		}
+	    strcmp(cmd, "audit") != 0 && strcmp(cmd, "verify") != 0 &&
+	    strcmp(cmd, "cleanup") != 0) {
 		fprintf(stderr, "outboxctl: unknown subcommand \"%s\" (see --help)\n", cmd);
 		return 2;
 	}
@@ -175,5 +178,7 @@ int main(int argc, char **argv)
 		return ctl_status(&ctl);
 	if (strcmp(cmd, "audit") == 0)
 		return ctl_audit(&ctl);
+	if (strcmp(cmd, "cleanup") == 0)
+		return ctl_cleanup(&ctl);
 	return ctl_verify(&ctl);
 }

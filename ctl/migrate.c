@@ -1,6 +1,7 @@
 /* outboxctl migrate: apply the compiled-in sql/ files that have not been
  * applied yet, each in its own transaction, recording it by name. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "ctl.h"
@@ -64,6 +65,84 @@ out:
 	return rc;
 }
 
+/* Move an unpartitioned outbox to the partitioned layout (no-op when it
+ * already is), keeping every unsent row; see outboxd_outbox_partition() in
+ * sql/003_outbox_cleanup.sql. One transaction, so a failure changes nothing. */
+static const char SQL_PARTITION[] =
+	"SELECT copied, kept_old FROM public.outboxd_outbox_partition($1::int, $2::int, $3::int)";
+static const char SQL_ENSURE[] =
+	"SELECT count(*) FROM public.outboxd_outbox_ensure($1::int, $2::int)";
+static const char SQL_LOCK_TIMEOUT[] = "SELECT set_config('lock_timeout', $1, true)";
+static const char SQL_IS_PARTITIONED[] =
+	"SELECT c.relkind = 'p' FROM pg_class c WHERE c.oid = to_regclass('public.outbox')";
+
+/* Returns 1 converted, 0 nothing to do, -1 failed (message printed). */
+static int migrate_partition(PGconn *conn, const struct conf *c, bool *kept_old,
+			     long long *copied)
+{
+	char step[16], ahead[16], ret[16], lt[16], err[1024] = "";
+	const char *params[3] = { step, ahead, ret }, *lt_params[1] = { lt };
+	PGresult *res = NULL;
+	int rc = -1;
+
+	snprintf(step, sizeof step, "%d", c->cleanup_partition_interval_s);
+	snprintf(ahead, sizeof ahead, "%d", c->cleanup_partitions_ahead);
+	snprintf(ret, sizeof ret, "%d", c->cleanup_retention_s);
+	res = PQexecParams(conn, SQL_IS_PARTITIONED, 0, NULL, NULL, NULL, NULL, 0);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+		db_error(conn, res, err, sizeof err);
+		goto out;
+	}
+	if (strcmp(PQgetvalue(res, 0, 0), "t") == 0) {
+		/* Already partitioned: make sure the partitions ahead exist. */
+		PQclear(res);
+		res = PQexecParams(conn, SQL_ENSURE, 2, NULL, params, NULL, NULL, 0);
+		if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+			db_error(conn, res, err, sizeof err);
+			goto out;
+		}
+		rc = 0;
+		goto out;
+	}
+	PQclear(res);
+	res = NULL;
+	if (!db_exec(conn, "BEGIN", err, sizeof err))
+		goto out;
+	/* Writers queue behind the conversion's lock while it waits for it:
+	 * wait at most [cleanup] lock_timeout_ms, then fail (retry later). */
+	snprintf(lt, sizeof lt, "%d", c->cleanup_lock_timeout_ms);
+	res = PQexecParams(conn, SQL_LOCK_TIMEOUT, 1, NULL, lt_params, NULL, NULL, 0);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		db_error(conn, res, err, sizeof err);
+		goto out;
+	}
+	PQclear(res);
+	res = PQexecParams(conn, SQL_PARTITION, 3, NULL, params, NULL, NULL, 0);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		db_error(conn, res, err, sizeof err);
+		goto out;
+	}
+	*copied = atoll(PQgetvalue(res, 0, 0));
+	*kept_old = strcmp(PQgetvalue(res, 0, 1), "t") == 0;
+	if (!db_exec(conn, "COMMIT", err, sizeof err))
+		goto out;
+	rc = 1;
+out:
+	PQclear(res);
+	if (rc < 0) {
+		fprintf(stderr, "outboxctl: migrate: partitioning public.outbox failed: %s%s\n", err,
+			strcmp(db_sqlstate(res), "55P03") == 0
+				? " (its lock was not granted within [cleanup] lock_timeout_ms; "
+				  "run migrate again)" : "");
+		if (!db_lost(conn)) {
+			PGresult *r = PQexec(conn, "ROLLBACK");
+
+			PQclear(r);
+		}
+	}
+	return rc;
+}
+
 static bool migrate_prepare(PGconn *conn)
 {
 	char err[1024];
@@ -81,6 +160,7 @@ int ctl_migrate(struct ctl *ctl)
 	const char *db_ci = ctl->conf.db_conninfo, *sink_ci = conf_sink_conninfo(&ctl->conf);
 	PGconn *db = ctl_connect(db_ci, "outbox"), *sink = NULL;
 	int applied = 0, rc = 1;
+	bool partitioned = false;
 
 	if (db == NULL)
 		return 1;
@@ -102,9 +182,28 @@ int ctl_migrate(struct ctl *ctl)
 				printf("applied %s\n", f->name);
 		}
 	}
+	if (ctl->conf.cleanup_partitioned) {
+		bool kept_old = false;
+		long long copied = 0;
+		int r = migrate_partition(db, &ctl->conf, &kept_old, &copied);
+
+		if (r < 0)
+			goto out;
+		if (r > 0) {
+			partitioned = true;
+			if (!ctl->json)
+				printf("partitioned public.outbox by created_at (%d s partitions); "
+				       "%lld row(s) carried over%s\n",
+				       ctl->conf.cleanup_partition_interval_s, copied,
+				       kept_old ? "; the sent rows older than the retention stay in "
+				       "public.outbox_pre_partition (drop it when you no longer need "
+				       "them)" : "");
+		}
+	}
 	if (ctl->json)
-		printf("{\"applied\": %d, \"migrations\": %d}\n", applied, sql_nfiles);
-	else if (applied == 0)
+		printf("{\"applied\": %d, \"migrations\": %d, \"partitioned_now\": %s}\n",
+		       applied, sql_nfiles, partitioned ? "true" : "false");
+	else if (applied == 0 && !partitioned)
 		printf("schema up to date (%d migrations)\n", sql_nfiles);
 	rc = 0;
 out:

@@ -24,6 +24,7 @@
 
 #include "conf.h"
 #include "http.h"
+#include "janitor.h"
 #include "log.h"
 #include "proc.h"
 #include "util.h"
@@ -38,6 +39,7 @@ struct sup {
 	struct event *sig_ev[4];
 	struct event *shutdown_timer;
 	struct http_server *http;
+	struct janitor *janitor;      /* outbox cleanup rounds ([cleanup]) */
 	char http_listen[128];        /* what http is bound to (reload can't move it) */
 	char pid_file[CONF_STR];
 	bool pid_file_written;
@@ -220,9 +222,12 @@ static void reap(void)
 	pid_t pid;
 
 	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
-		struct proc *p = proc_find(&sup.table, pid);
+		struct proc *p;
 		char what[96];
 
+		if (janitor_reap(sup.janitor, pid, status))
+			continue;
+		p = proc_find(&sup.table, pid);
 		proc_describe_exit(status, what, sizeof what);
 		if (p == NULL) {
 			log_warn("unknown child pid %d %s", (int)pid, what);
@@ -320,6 +325,7 @@ static void begin_shutdown(int sig)
 		return;
 	}
 	sup.table.stopping = true;
+	janitor_stop(sup.janitor);
 	log_info("SIG%s: stopping %d worker(s) (timeout %d ms)", sigabbrev_np(sig),
 		 proc_count(&sup.table, PROC_RUNNING), sup.cfg.sup_shutdown_timeout_ms);
 	for (int i = 0; i < sup.table.n; i++) {
@@ -389,6 +395,7 @@ static void cleanup(void)
 	if (sup.shutdown_timer != NULL)
 		event_free(sup.shutdown_timer);
 	http_free(sup.http);
+	janitor_free(sup.janitor);
 	if (sup.base != NULL)
 		event_base_free(sup.base);
 	if (sup.pid_file_written)
@@ -531,6 +538,11 @@ int main(int argc, char **argv)
 		 sup.cfg.path[0] != '\0' ? sup.cfg.path : "(defaults)");
 	for (int i = 0; i < sup.table.n; i++)
 		start_worker(&sup.table.slots[i]);
+	sup.janitor = janitor_new(sup.base, &sup.cfg);
+	if (sup.janitor == NULL)
+		log_warn("janitor disabled: cannot create its timer");
+	else
+		janitor_start(sup.janitor);
 
 	event_base_dispatch(sup.base);
 	cleanup();
