@@ -138,6 +138,8 @@ enum lead_result {
 	LEAD_CONFIG,    /* cannot work with this configuration/schema */
 };
 
+static bool cdc_mark_done(struct cdc *x, bool wait, bool *moved, char *err, size_t errlen);
+
 static const char SQL_MARK[] =
 	"UPDATE public.outbox SET sent_at = now() "
 	" WHERE id = ANY($1::bigint[]) AND sent_at IS NULL";
@@ -271,6 +273,39 @@ static struct pgo_rel *cdc_rel_find(struct cdc *x, uint32_t relid)
 	return NULL;
 }
 
+/* Whether relation relid (not named public.outbox in the stream) holds
+ * outbox rows: a partition of public.outbox. The publication names the
+ * partitioned root (publish_via_partition_root), yet PostgreSQL 15 was seen
+ * to send a leaf partition's name after a server restart; skipping those
+ * rows would lose them. A relation that no longer exists but has every
+ * outbox column is taken for a partition dropped since (its rows were all
+ * sent before a janitor dropped it). */
+static bool cdc_outbox_partition(struct cdc *x, const struct pgo_rel *rel, bool *yes,
+				 char *err, size_t errlen)
+{
+	char oid[16], tmp[256];
+	const char *params[1] = { oid };
+	PGresult *res;
+	bool moved;
+
+	/* The ordinary connection must be free: finish a mark in flight. */
+	if (!cdc_mark_done(x, true, &moved, err, errlen))
+		return false;
+	snprintf(oid, sizeof oid, "%u", rel->relid);
+	res = cdc_query(x->db,
+			"SELECT CASE WHEN NOT EXISTS (SELECT 1 FROM pg_class WHERE oid = $1::oid)"
+			"  THEN 'gone' WHEN EXISTS (SELECT 1 FROM pg_partition_ancestors($1::oid::regclass) a"
+			"                    WHERE a.relid = 'public.outbox'::regclass)"
+			"  THEN 'outbox' ELSE 'other' END",
+			1, params, err, errlen);
+	if (res == NULL)
+		return false;
+	*yes = strcmp(PQgetvalue(res, 0, 0), "outbox") == 0 ||
+	       (strcmp(PQgetvalue(res, 0, 0), "gone") == 0 && pgo_rel_complete(rel, tmp, sizeof tmp));
+	PQclear(res);
+	return true;
+}
+
 /* Relation message: cache (or replace) the relation's column positions. */
 static bool cdc_on_relation(struct cdc *x, struct pgo_reader *r, char *err, size_t errlen)
 {
@@ -278,6 +313,15 @@ static bool cdc_on_relation(struct cdc *x, struct pgo_reader *r, char *err, size
 
 	if (!pgo_relation(r, &rel, err, errlen))
 		return false;
+	if (!rel.outbox) {
+		if (!cdc_outbox_partition(x, &rel, &rel.outbox, err, errlen))
+			return false;
+		if (rel.outbox && !pgo_rel_complete(&rel, err, errlen))
+			return false;
+		if (rel.outbox)
+			log_info("relation %u is a partition of public.outbox; its rows are streamed "
+				 "as the outbox's", rel.relid);
+	}
 	slot = cdc_rel_find(x, rel.relid);
 	if (slot == NULL) {
 		if (x->nrels == x->relcap) {

@@ -90,17 +90,21 @@ bool pgo_relation(struct pgo_reader *r, struct pgo_rel *rel, char *err, size_t e
 			if (strcmp(col, pgo_colnames[k]) == 0)
 				rel->col[k] = i;
 	}
-	if (rel->outbox)
-		for (int k = 0; k < PGO_NCOLS; k++)
-			if (rel->col[k] < 0) {
-				snprintf(err, errlen, "public.outbox has no column %s",
-					 pgo_colnames[k]);
-				return false;
-			}
-	return true;
+	return !rel->outbox || pgo_rel_complete(rel, err, errlen);
 bad:
 	snprintf(err, errlen, "malformed Relation message");
 	return false;
+}
+
+bool pgo_rel_complete(const struct pgo_rel *rel, char *err, size_t errlen)
+{
+	for (int k = 0; k < PGO_NCOLS; k++)
+		if (rel->col[k] < 0) {
+			snprintf(err, errlen, "%s has no column %s",
+				 rel->outbox ? "public.outbox" : "the relation", pgo_colnames[k]);
+			return false;
+		}
+	return true;
 }
 
 bool pgo_insert_relid(struct pgo_reader *r, uint32_t *relid)

@@ -43,6 +43,11 @@ struct pgo_rel {
 bool pgo_relation(struct pgo_reader *r, struct pgo_rel *rel, char *err, size_t errlen)
 	__attribute__((warn_unused_result));
 
+/* True when rel has every column a message needs; false with the first
+ * missing one named in err. */
+bool pgo_rel_complete(const struct pgo_rel *rel, char *err, size_t errlen)
+	__attribute__((warn_unused_result));
+
 /* Insert message body (after the 'I') up to its tuple: the relation id. */
 bool pgo_insert_relid(struct pgo_reader *r, uint32_t *relid) __attribute__((warn_unused_result));
 
