@@ -100,3 +100,43 @@ missing_from_topic() {
 	q "SELECT event_id FROM public.outbox" | sort | comm -23 - "${TMPDIR:-/tmp}/.topic.$$"
 	rm -f "${TMPDIR:-/tmp}/.topic.$$"
 }
+
+# topic_vs_outbox TOPIC DIR: read TOPIC to its end into DIR/topic.tsv
+# (partition, offset, key, headers, value) and compare every message with its
+# outbox row: event id, key, seq, event type, aggregate type, payload.
+# DIR/from_db and DIR/from_topic hold both sides, sorted; exit 0 when equal.
+topic_vs_outbox() {
+	kcat -b "$OUTBOX_KAFKA" -C -t "$1" -e -q -f '%p\t%o\t%k\t%h\t%s\n' >"$2/topic.tsv" 2>/dev/null
+	awk -F'\t' '{
+		n = split($4, h, ","); delete v
+		for (i = 1; i <= n; i++) { j = index(h[i], "="); v[substr(h[i], 1, j - 1)] = substr(h[i], j + 1) }
+		print v["event_id"] "\t" $3 "\t" v["aggregate_seq"] "\t" v["event_type"] "\t" v["aggregate_type"] "\t" $5
+	}' "$2/topic.tsv" | sort >"$2/from_topic"
+	q "SELECT event_id || E'\t' || aggregate_id || E'\t' || aggregate_seq || E'\t' || event_type
+	          || E'\t' || aggregate_type || E'\t' || payload::text FROM public.outbox" |
+		sort >"$2/from_db"
+	cmp -s "$2/from_db" "$2/from_topic"
+}
+
+# topic_order_faults TSV: in a topic_vs_outbox dump, the messages that break
+# "per order, seq 1, 2, 3, ... in offset order, in one partition".
+topic_order_faults() {
+	sort -t"$(printf '\t')" -k1,1n -k2,2n "$1" | awk -F'\t' '{
+		s = ""; n = split($4, h, ",")
+		for (i = 1; i <= n; i++) if (h[i] ~ /^aggregate_seq=/) s = substr(h[i], 15) + 0
+		if (s != last[$3] + 1) bad++
+		last[$3] = s; if (($3 in part) && part[$3] != $1) bad++; part[$3] = $1
+	} END { print bad + 0 }'
+}
+
+# chaos_field JSON MODE FIELD: a field of one run in scripts/chaos's result
+# (the run's own counters first, then its outboxctl verify object).
+chaos_field() {
+	perl -MJSON::PP -0777 -e '
+		my $j = decode_json(<STDIN>);
+		for my $r (@{$j->{runs}}) {
+			next unless $r->{mode} eq $ARGV[0];
+			my $v = exists $r->{$ARGV[1]} ? $r->{$ARGV[1]} : $r->{verify}{$ARGV[1]};
+			print defined $v ? $v : "missing";
+		}' "$2" "$3" <"$1"
+}

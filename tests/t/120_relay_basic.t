@@ -57,29 +57,14 @@ read -r messages distinct < <(topic_counts "$OUTBOX_TOPIC")
 is "$messages $distinct" "500 500" "500 messages on the topic, 500 distinct event ids"
 
 # Every message against its outbox row: key, the four headers, the value.
-kcat -b "$OUTBOX_KAFKA" -C -t "$OUTBOX_TOPIC" -e -q -f '%p\t%o\t%k\t%h\t%s\n' \
-	>"$tmp/topic.tsv" 2>/dev/null
-awk -F'\t' '{
-	n = split($4, h, ","); delete v
-	for (i = 1; i <= n; i++) { j = index(h[i], "="); v[substr(h[i], 1, j - 1)] = substr(h[i], j + 1) }
-	print v["event_id"] "\t" $3 "\t" v["aggregate_seq"] "\t" v["event_type"] "\t" v["aggregate_type"] "\t" $5
-}' "$tmp/topic.tsv" | sort >"$tmp/from_topic"
-q "SELECT event_id || E'\t' || aggregate_id || E'\t' || aggregate_seq || E'\t' || event_type
-          || E'\t' || aggregate_type || E'\t' || payload::text FROM public.outbox" |
-	sort >"$tmp/from_db"
-cmp -s "$tmp/from_db" "$tmp/from_topic"
+topic_vs_outbox "$OUTBOX_TOPIC" "$tmp"
 ok $? "every message matches its outbox row (event id, key, seq, type, aggregate type, payload)"
 [ "$(wc -l <"$tmp/from_db")" -eq 500 ]
 ok $? "and there are 500 of them"
 diff "$tmp/from_db" "$tmp/from_topic" | head -5 | sed 's/^/# /'
 
 # Per order, in offset order: seq 1, 2, 3, 4, 5 (one partition per key).
-bad=$(sort -t"$(printf '\t')" -k1,1n -k2,2n "$tmp/topic.tsv" | awk -F'\t' '{
-	s = ""; n = split($4, h, ",")
-	for (i = 1; i <= n; i++) if (h[i] ~ /^aggregate_seq=/) s = substr(h[i], 15) + 0
-	if (s != last[$3] + 1) bad++
-	last[$3] = s; if (($3 in part) && part[$3] != $1) bad++; part[$3] = $1
-} END { print bad + 0 }')
+bad=$(topic_order_faults "$tmp/topic.tsv")
 is "$bad" "0" "per order the topic holds seq 1, 2, 3, ... in offset order, in one partition"
 parts=$(cut -f1 "$tmp/topic.tsv" | sort -u | wc -l)
 cmp_ok "$parts" -gt 1 "keys spread over several partitions ($parts)"

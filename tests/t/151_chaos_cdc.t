@@ -12,15 +12,7 @@ services_up
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
 res="$dir/result.json"
-jr() {
-	perl -MJSON::PP -0777 -e '
-		my $j = decode_json(<STDIN>);
-		for my $r (@{$j->{runs}}) {
-			next unless $r->{mode} eq $ARGV[0];
-			my $v = exists $r->{$ARGV[1]} ? $r->{$ARGV[1]} : $r->{verify}{$ARGV[1]};
-			print defined $v ? $v : "missing";
-		}' "$1" "$2" <"$res"
-}
+jr() { chaos_field "$res" "$1" "$2"; }   # jr MODE FIELD
 
 crash="orders.after_commit:0.004,relay.after_publish:0.05,relay.after_mark:0.05"
 crash="$crash,consumer.after_apply:0.01,consumer.after_commit:0.01"
