@@ -11,10 +11,11 @@
  *  2. Rows committed before the slot existed are not in it. Whenever this
  *     relay creates the slot (first start, or after giving an invalidated
  *     slot up), it first publishes the backlog by polling, then creates the
- *     slot, then polls once more for every unsent row with an id up to the
- *     largest one visible right after the creation: every transaction that
- *     committed before the slot's consistent point is visible then, every
- *     later one is in the slot. Only then does it stream. The polling and the
+ *     slot. Before every stream session (so also after a relay died right
+ *     after creating the slot) it polls for every unsent row with an id up
+ *     to the largest one visible then: every transaction that committed
+ *     before the slot's consistent point is visible then, every later one
+ *     is in the slot. Only then does it stream. The polling and the
  *     streaming run one after the other in this process, so an order's
  *     events still go out in sequence (a row both polled and streamed is a
  *     duplicate, which consumers drop).
@@ -717,14 +718,12 @@ static bool cdc_slot_drop(struct cdc *x, char *err, size_t errlen)
 	return true;
 }
 
-/* Create the slot the safe way (point 2 at the top): poll the backlog,
- * create, poll what committed before the slot's consistent point. */
+/* Create the slot after publishing the backlog by polling (so the slot
+ * does not hold WAL back while a long backlog goes out). */
 static enum lead_result cdc_slot_create(struct cdc *x, char *err, size_t errlen)
 {
 	const char *params[1] = { x->cfg->relay_slot };
-	struct cdc_slot s;
 	PGresult *res;
-	int64_t max_id;
 	int rc;
 
 	log_info("publishing the outbox backlog by polling before creating slot %s",
@@ -739,9 +738,21 @@ static enum lead_result cdc_slot_create(struct cdc *x, char *err, size_t errlen)
 	log_info("created logical replication slot %s (pgoutput) at %s", x->cfg->relay_slot,
 		 PQgetvalue(res, 0, 0));
 	PQclear(res);
-	if (!cdc_slot_read(x, &s, err, errlen))
-		return db_lost(x->db) ? LEAD_DB_LOST : LEAD_RETRY;
-	x->flush_lsn = s.confirmed;
+	return LEAD_OK;
+}
+
+/* Before every stream session: publish by polling every unsent row with an
+ * id up to the largest visible now (point 2 at the top). Every row that
+ * committed before the slot's consistent point is visible and, if not yet
+ * marked, goes out here; every later one is in the slot. Done at every
+ * start, not only after creating the slot, so a relay killed between
+ * creating the slot and this step leaves nothing behind for the next one. */
+static enum lead_result cdc_catch_up(struct cdc *x, char *err, size_t errlen)
+{
+	PGresult *res;
+	int64_t max_id;
+	int rc;
+
 	res = cdc_query(x->db, "SELECT coalesce(max(id), 0) FROM public.outbox", 0, NULL, err,
 			errlen);
 	if (res == NULL)
@@ -751,7 +762,7 @@ static enum lead_result cdc_slot_create(struct cdc *x, char *err, size_t errlen)
 	rc = poll_drain(x->cfg, x->id, max_id, true, x->stop);
 	if (rc != 0)
 		return rc == 2 ? LEAD_CONFIG : *x->stop ? LEAD_STOPPED : LEAD_RETRY;
-	log_info("rows up to id %" PRId64 " published by polling; streaming from the slot",
+	log_info("unsent rows up to id %" PRId64 " published by polling; streaming from the slot",
 		 max_id);
 	return LEAD_OK;
 }
@@ -779,11 +790,17 @@ static enum lead_result cdc_slot_prepare(struct cdc *x, char *err, size_t errlen
 			return db_lost(x->db) ? LEAD_DB_LOST : LEAD_RETRY;
 		s.exists = false;
 	}
-	if (!s.exists)
-		return cdc_slot_create(x, err, errlen);
+	if (!s.exists) {
+		enum lead_result r = cdc_slot_create(x, err, errlen);
+
+		if (r != LEAD_OK)
+			return r;
+		if (!cdc_slot_read(x, &s, err, errlen))
+			return db_lost(x->db) ? LEAD_DB_LOST : LEAD_RETRY;
+	}
 	if (x->flush_lsn < s.confirmed)
 		x->flush_lsn = s.confirmed;
-	return LEAD_OK;
+	return cdc_catch_up(x, err, errlen);
 }
 
 /* During streaming: warn above wal_warn_mb, give up above the budget.
