@@ -151,16 +151,6 @@ static const char SQL_SLOT[] =
 	"       coalesce((confirmed_flush_lsn - '0/0'::pg_lsn)::bigint, 0) "
 	"  FROM pg_replication_slots WHERE slot_name = $1";
 
-static const char SQL_COUNTERS[] =
-	"INSERT INTO public.outboxd_relays AS r (relay_id, host, pid, mode, started_at, "
-	"    updated_at, passes, published, acked, failed, marked) "
-	"VALUES ($1::int, $2, $3::int, $4, to_timestamp($5::double precision / 1000000), "
-	"    now(), $6::bigint, $7::bigint, $8::bigint, $9::bigint, $10::bigint) "
-	"ON CONFLICT (host, relay_id) DO UPDATE SET pid = EXCLUDED.pid, mode = EXCLUDED.mode, "
-	"    started_at = EXCLUDED.started_at, updated_at = EXCLUDED.updated_at, "
-	"    passes = EXCLUDED.passes, published = EXCLUDED.published, acked = EXCLUDED.acked, "
-	"    failed = EXCLUDED.failed, marked = EXCLUDED.marked";
-
 /* ---- connections --------------------------------------------------------- */
 
 static PGconn *cdc_repl_connect(struct cdc *x, char *err, size_t errlen)
@@ -196,28 +186,14 @@ static PGresult *cdc_query(PGconn *conn, const char *sql, int n, const char *con
 
 static void cdc_counters_flush(struct cdc *x)
 {
-	char v[10][32];
-	const char *params[10];
-	PGresult *res;
+	struct publish_counters c = {
+		x->ctr.txns, x->ctr.published, x->ctr.acked, x->ctr.failed, x->ctr.marked,
+	};
 
 	if (x->db == NULL)
 		return;
-	snprintf(v[0], sizeof v[0], "%d", x->id);
-	snprintf(v[2], sizeof v[2], "%d", (int)getpid());
-	snprintf(v[4], sizeof v[4], "%" PRId64, x->started_us);
-	snprintf(v[5], sizeof v[5], "%" PRId64, x->ctr.txns);
-	snprintf(v[6], sizeof v[6], "%" PRId64, x->ctr.published);
-	snprintf(v[7], sizeof v[7], "%" PRId64, x->ctr.acked);
-	snprintf(v[8], sizeof v[8], "%" PRId64, x->ctr.failed);
-	snprintf(v[9], sizeof v[9], "%" PRId64, x->ctr.marked);
-	for (int i = 0; i < 10; i++)
-		params[i] = v[i];
-	params[1] = x->host;
-	params[3] = x->leader ? "cdc" : "cdc-standby";
-	res = PQexecParams(x->db, SQL_COUNTERS, 10, NULL, params, NULL, NULL, 0);
-	if (PQresultStatus(res) != PGRES_COMMAND_OK)
-		log_debug("counters: %s", PQresultErrorMessage(res));
-	PQclear(res);
+	publish_counters_save(x->db, x->id, x->host, x->leader ? "cdc" : "cdc-standby",
+			      x->started_us, &c);
 	x->counters_ms = util_mono_ms();
 }
 

@@ -121,17 +121,6 @@ static const char SQL_MARK_FAILED[] =
 	"  FROM unnest($1::bigint[], $2::text[]) AS u(id, err) "
 	" WHERE o.id = u.id";
 
-/* This relay's counters for outboxctl status, about once a second. */
-static const char SQL_COUNTERS[] =
-	"INSERT INTO public.outboxd_relays AS r (relay_id, host, pid, mode, started_at, "
-	"    updated_at, passes, published, acked, failed, marked) "
-	"VALUES ($1::int, $2, $3::int, 'poll', to_timestamp($4::double precision / 1000000), "
-	"    now(), $5::bigint, $6::bigint, $7::bigint, $8::bigint, $9::bigint) "
-	"ON CONFLICT (host, relay_id) DO UPDATE SET pid = EXCLUDED.pid, mode = EXCLUDED.mode, "
-	"    started_at = EXCLUDED.started_at, updated_at = EXCLUDED.updated_at, "
-	"    passes = EXCLUDED.passes, published = EXCLUDED.published, acked = EXCLUDED.acked, "
-	"    failed = EXCLUDED.failed, marked = EXCLUDED.marked";
-
 static const struct {
 	const char *name;
 	const char *sql;
@@ -141,7 +130,6 @@ static const struct {
 	{ "relay_recheck", SQL_RECHECK, 1 },
 	{ "relay_mark_sent", SQL_MARK_SENT, 1 },
 	{ "relay_mark_failed", SQL_MARK_FAILED, 2 },
-	{ "relay_counters", SQL_COUNTERS, 9 },
 };
 
 /* Growable string for array literals. */
@@ -149,15 +137,6 @@ struct sbuf {
 	char *s;
 	size_t len, cap;
 	bool oom;
-};
-
-/* Every counter of this relay, in one place (outboxd_relays columns). */
-struct relay_counters {
-	int64_t passes;     /* passes that committed */
-	int64_t published;  /* rows handed to librdkafka */
-	int64_t acked;      /* successful delivery reports */
-	int64_t failed;     /* failed reports and enqueue errors */
-	int64_t marked;     /* rows marked sent (committed or not) */
 };
 
 /* One aggregate of the batch and its oldest unsent seq (from the re-check). */
@@ -190,7 +169,8 @@ struct relay {
 	int64_t pass_no;
 	int64_t max_id;             /* claim only rows with id <= this */
 	int log_fd;
-	struct relay_counters ctr;
+	struct publish_counters ctr;
+	const char *mode;           /* outboxd_relays.mode */
 	int64_t counters_ms;        /* last outboxd_relays refresh */
 	int64_t summary_ms;
 	int64_t summary_published;
@@ -323,38 +303,12 @@ static bool relay_take_notifies(struct relay *r, bool consume, bool *alive)
 	return any;
 }
 
-/* Upsert the counters row. Failures are logged at debug and ignored: the
- * counters are for humans, the next second tries again. */
+/* The counters row, about once a second (only between passes). */
 static void relay_counters_flush(struct relay *r)
 {
-	char v[9][32];
-	const char *params[9];
-	PGresult *res;
-
 	if (r->conn == NULL || PQtransactionStatus(r->conn) != PQTRANS_IDLE)
 		return;
-	snprintf(v[0], sizeof v[0], "%d", r->id);
-	snprintf(v[1], sizeof v[1], "%d", (int)getpid());
-	snprintf(v[2], sizeof v[2], "%" PRId64, r->started_us);
-	snprintf(v[3], sizeof v[3], "%" PRId64, r->ctr.passes);
-	snprintf(v[4], sizeof v[4], "%" PRId64, r->ctr.published);
-	snprintf(v[5], sizeof v[5], "%" PRId64, r->ctr.acked);
-	snprintf(v[6], sizeof v[6], "%" PRId64, r->ctr.failed);
-	snprintf(v[7], sizeof v[7], "%" PRId64, r->ctr.marked);
-	params[0] = v[0];
-	params[1] = r->host;
-	params[2] = v[1];
-	params[3] = v[2];
-	for (int i = 4; i < 9; i++)
-		params[i] = v[i - 1];
-	res = PQexecPrepared(r->conn, "relay_counters", 9, params, NULL, NULL, 0);
-	if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-		char err[512];
-
-		db_error(r->conn, res, err, sizeof err);
-		log_debug("counters not saved: %s", err);
-	}
-	PQclear(res);
+	publish_counters_save(r->conn, r->id, r->host, r->mode, r->started_us, &r->ctr);
 	r->counters_ms = util_mono_ms();
 }
 
@@ -739,6 +693,7 @@ static int poll_loop(const struct conf *c, int relay_id, volatile sig_atomic_t *
 	r.stop = stop;
 	r.log_fd = -1;
 	r.max_id = max_id;
+	r.mode = drain ? "cdc-catch-up" : "poll";
 	r.cap = c->relay_batch_size;
 	r.started_us = util_now_us();
 	r.summary_ms = util_mono_ms();

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "db.h"
 #include "kafka.h"
 #include "log.h"
 #include "util.h"
@@ -120,6 +121,45 @@ void publish_poll(struct publisher *p)
 {
 	if (p->rk != NULL)
 		rd_kafka_poll(p->rk, 0);
+}
+
+static const char SQL_COUNTERS[] =
+	"INSERT INTO public.outboxd_relays AS r (relay_id, host, pid, mode, started_at, "
+	"    updated_at, passes, published, acked, failed, marked) "
+	"VALUES ($1::int, $2, $3::int, $4, to_timestamp($5::double precision / 1000000), "
+	"    now(), $6::bigint, $7::bigint, $8::bigint, $9::bigint, $10::bigint) "
+	"ON CONFLICT (host, relay_id) DO UPDATE SET pid = EXCLUDED.pid, mode = EXCLUDED.mode, "
+	"    started_at = EXCLUDED.started_at, updated_at = EXCLUDED.updated_at, "
+	"    passes = EXCLUDED.passes, published = EXCLUDED.published, acked = EXCLUDED.acked, "
+	"    failed = EXCLUDED.failed, marked = EXCLUDED.marked";
+
+void publish_counters_save(PGconn *conn, int relay_id, const char *host, const char *mode,
+			   int64_t started_us, const struct publish_counters *c)
+{
+	char v[8][32], err[512];
+	const char *params[10];
+	PGresult *res;
+
+	snprintf(v[0], sizeof v[0], "%d", relay_id);
+	snprintf(v[1], sizeof v[1], "%d", (int)getpid());
+	snprintf(v[2], sizeof v[2], "%" PRId64, started_us);
+	snprintf(v[3], sizeof v[3], "%" PRId64, c->passes);
+	snprintf(v[4], sizeof v[4], "%" PRId64, c->published);
+	snprintf(v[5], sizeof v[5], "%" PRId64, c->acked);
+	snprintf(v[6], sizeof v[6], "%" PRId64, c->failed);
+	snprintf(v[7], sizeof v[7], "%" PRId64, c->marked);
+	params[0] = v[0];
+	params[1] = host;
+	params[2] = v[1];
+	params[3] = mode;
+	for (int i = 4; i < 10; i++)
+		params[i] = v[i - 2];
+	res = PQexecParams(conn, SQL_COUNTERS, 10, NULL, params, NULL, NULL, 0);
+	if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+		db_error(conn, res, err, sizeof err);
+		log_debug("counters not saved: %s", err);
+	}
+	PQclear(res);
 }
 
 bool publish_log_write(int fd, int relay_id, const char *pass_id,

@@ -6,6 +6,7 @@
  * delivery report of the batch is in. A row counts as "sent" only after its
  * own successful delivery report (never from rd_kafka_produce's return). */
 
+#include <libpq-fe.h>
 #include <librdkafka/rdkafka.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -77,5 +78,20 @@ void publish_poll(struct publisher *p);
 bool publish_log_write(int fd, int relay_id, const char *pass_id,
 		       const struct publish_row *rows, int n, int64_t claimed_us)
 	__attribute__((warn_unused_result));
+
+/* A relay's counters, as public.outboxd_relays shows them. */
+struct publish_counters {
+	int64_t passes;     /* polling passes that committed (CDC: transactions) */
+	int64_t published;  /* rows handed to librdkafka */
+	int64_t acked;      /* successful delivery reports */
+	int64_t failed;     /* failed reports and enqueue errors */
+	int64_t marked;     /* rows marked sent */
+};
+
+/* Upsert this relay's row of public.outboxd_relays (outboxctl status), mode
+ * "poll", "cdc", ... Failures are logged at debug and ignored: the counters
+ * are for humans, the next second tries again. */
+void publish_counters_save(PGconn *conn, int relay_id, const char *host, const char *mode,
+			   int64_t started_us, const struct publish_counters *c);
 
 #endif
