@@ -128,12 +128,13 @@ static int migrate_partition(PGconn *conn, const struct conf *c, bool *kept_old,
 		goto out;
 	rc = 1;
 out:
-	PQclear(res);
-	if (rc < 0) {
+	if (rc < 0)
 		fprintf(stderr, "outboxctl: migrate: partitioning public.outbox failed: %s%s\n", err,
 			strcmp(db_sqlstate(res), "55P03") == 0
 				? " (its lock was not granted within [cleanup] lock_timeout_ms; "
 				  "run migrate again)" : "");
+	PQclear(res);
+	if (rc < 0) {
 		if (!db_lost(conn)) {
 			PGresult *r = PQexec(conn, "ROLLBACK");
 
