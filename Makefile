@@ -30,7 +30,7 @@ UNIT_BIN := $(patsubst tests/t/%.c,$(BUILD)/t/%,$(UNIT_SRC))
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(patsubst $(BUILD)/%,%,$(1)))
 
-.PHONY: all debug asan deps check check-run unit services demo chaos bench clean help
+.PHONY: all debug asan deps check check-run check-sanitized unit unit-bins services demo chaos bench clean help
 .PHONY: bench-latency
 .PHONY: bench-cleanup
 all: $(addprefix $(BIN)/,$(PROGS))
@@ -42,6 +42,7 @@ help:
 	@echo "make chaos    the crash schedule alone (scripts/chaos --help for its options)"
 	@echo "make bench-cleanup  claim time as the outbox grows, cleanup on/off; writes during a drop"
 	@echo "make debug    ASan/UBSan build into build/debug and bin-debug/, unit tests under it"
+	@echo "make check-sanitized  unit tests and a fast integration subset under ASan/UBSan"
 	@echo "make bench    the benchmarks (never part of make check)"
 	@echo "make bench-latency  commit-to-applied latency per relay mode (scripts/bench-latency --help)"
 	@echo "make clean    remove build output"
@@ -87,8 +88,18 @@ check-run: all $(UNIT_BIN)
 	bash scripts/services up
 	prove -f $(UNIT_BIN) $(sort $(wildcard tests/t/1*.t))
 
+SANITIZE := BUILD=build/debug BIN=bin-debug \
+            CFLAGS="-O0 -g3 -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer"
 debug asan:
-	$(MAKE) BUILD=build/debug BIN=bin-debug CFLAGS="-O0 -g3 -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" all unit
+	$(MAKE) $(SANITIZE) all unit
+
+# The unit tests and a fast subset of the integration tests against the
+# sanitizer build; any ASan/UBSan report fails it (scripts/check-sanitized).
+check-sanitized: deps
+	@$(MAKE) --no-print-directory $(SANITIZE) all unit-bins
+	bash scripts/check-sanitized
+
+unit-bins: $(UNIT_BIN)
 
 services:
 	bash scripts/services up

@@ -3,7 +3,10 @@
 set -u
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT" || exit 1
-BIN="$ROOT/bin"
+# OUTBOX_BIN: the directory of the binaries under test (default bin/; the
+# sanitizer run sets bin-debug/), absolute or relative to the checkout.
+BIN="${OUTBOX_BIN:-bin}"
+case "$BIN" in /*) ;; *) BIN="$ROOT/$BIN" ;; esac
 T_NUM=0
 T_FAILED=0
 

@@ -50,6 +50,33 @@ rows new-unsent 100 '1 hour' false
 q "SELECT id, event_id, aggregate_id FROM public.outbox WHERE sent_at IS NULL ORDER BY id" >"$tmp/unsent.before"
 maxid=$(q "SELECT max(id) FROM public.outbox")
 
+# A conversion that cannot get its lock within [cleanup] lock_timeout_ms
+# fails, says why and what to do, and changes nothing.
+printf '[cleanup]\npartitioned = on\nlock_timeout_ms = 200\n' >"$tmp/part-lt.conf"
+psql -X -q -v ON_ERROR_STOP=1 >/dev/null 2>&1 <<'SQL' &
+BEGIN;
+LOCK public.outbox IN ROW EXCLUSIVE MODE;
+SELECT pg_sleep(20);
+COMMIT;
+SQL
+LOCK_PID=$!
+holds_lock() {
+	[ "$(q "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation
+		WHERE c.relname = 'outbox' AND l.granted AND l.pid <> pg_backend_pid()")" -ge 1 ]
+}
+wait_for 10 holds_lock
+ok $? "another session holds a lock on public.outbox"
+"$BIN/outboxctl" -c "$tmp/part-lt.conf" migrate >"$tmp/migrate-lt.out" 2>&1
+is "$?" "1" "migrate exits 1 when the lock is not granted within lock_timeout_ms"
+grep -q "its lock was not granted within \[cleanup\] lock_timeout_ms; run migrate again" "$tmp/migrate-lt.out"
+ok $? "it says the lock was not granted and to run migrate again"
+kill "$LOCK_PID" 2>/dev/null
+wait "$LOCK_PID" 2>/dev/null
+q "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(20)%'
+   AND pid <> pg_backend_pid()" >/dev/null
+is "$(q "SELECT relkind FROM pg_class WHERE oid = 'public.outbox'::regclass")" "r" \
+	"and leaves public.outbox unpartitioned"
+
 # The order service writes throughout the conversion.
 "$BIN/orders" --mode outbox --orders 300 --events-per-order 4 --concurrency 4 --rate 400 --quiet \
 	>"$tmp/orders.log" 2>&1 &
