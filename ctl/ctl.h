@@ -1,8 +1,10 @@
 #ifndef OUTBOXD_CTL_H
 #define OUTBOXD_CTL_H
 
+#include <librdkafka/rdkafka.h>
 #include <libpq-fe.h>
 #include <stdbool.h>
+#include <stddef.h>
 
 #include "conf.h"
 
@@ -29,6 +31,15 @@ PGconn *ctl_connect(const char *conninfo, const char *what);
 /* Run a query with text parameters expecting rows; NULL (message printed)
  * on failure. The caller clears the result. */
 PGresult *ctl_query(PGconn *conn, const char *sql, int n, const char *const *params);
+
+/* A consumer handle for [consumer] group_id that never joins the group;
+ * NULL with a message. */
+rd_kafka_t *ctl_lag_open(const struct conf *c, char *err, size_t errlen);
+
+/* The group's lag on topic: messages after its committed offsets (from the
+ * start of a partition it committed nothing on), summed; 0 when the topic
+ * does not exist. -1 with a message when Kafka did not answer. */
+long long ctl_lag(rd_kafka_t *rk, const char *topic, char *err, size_t errlen);
 
 /* Subcommands: each returns the process exit code. */
 int ctl_migrate(struct ctl *ctl);

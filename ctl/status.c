@@ -56,60 +56,15 @@ static json_t *rows_json(const PGresult *res, const char *const *names)
 	return a;
 }
 
-/* Committed offsets of the group against the high watermarks: the lag. Returns
- * -1 when Kafka did not answer. */
+/* The group's lag, with a handle of its own. -1 when Kafka did not answer. */
 static long long status_lag(const struct conf *c, char *err, size_t errlen)
 {
-	rd_kafka_conf_t *kc = kafka_conf_new(c, err, errlen);
-	const struct rd_kafka_metadata *md = NULL;
-	rd_kafka_topic_partition_list_t *parts = NULL;
-	rd_kafka_topic_t *t = NULL;
-	rd_kafka_t *rk = NULL;
-	long long lag = -1, sum = 0;
-	rd_kafka_resp_err_t e;
+	rd_kafka_t *rk = ctl_lag_open(c, err, errlen);
+	long long lag;
 
-	if (kc == NULL)
+	if (rk == NULL)
 		return -1;
-	if (rd_kafka_conf_set(kc, "group.id", c->consumer_group, err, errlen) != RD_KAFKA_CONF_OK ||
-	    (rk = rd_kafka_new(RD_KAFKA_CONSUMER, kc, err, errlen)) == NULL) {
-		rd_kafka_conf_destroy(kc);
-		return -1;
-	}
-	t = rd_kafka_topic_new(rk, c->kafka_topic, NULL);
-	e = rd_kafka_metadata(rk, 0, t, &md, 5000);
-	if (e != RD_KAFKA_RESP_ERR_NO_ERROR || md->topic_cnt != 1 || md->topics[0].err) {
-		snprintf(err, errlen, "metadata: %s",
-			 rd_kafka_err2str(e ? e : md->topics[0].err));
-		goto out;
-	}
-	parts = rd_kafka_topic_partition_list_new(md->topics[0].partition_cnt);
-	for (int i = 0; i < md->topics[0].partition_cnt; i++)
-		rd_kafka_topic_partition_list_add(parts, c->kafka_topic, md->topics[0].partitions[i].id);
-	e = rd_kafka_committed(rk, parts, 5000);
-	if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
-		snprintf(err, errlen, "committed offsets: %s", rd_kafka_err2str(e));
-		goto out;
-	}
-	for (int i = 0; i < parts->cnt; i++) {
-		int64_t lo, hi;
-		int64_t off = parts->elems[i].offset;
-
-		e = rd_kafka_query_watermark_offsets(rk, c->kafka_topic, parts->elems[i].partition,
-						     &lo, &hi, 5000);
-		if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
-			snprintf(err, errlen, "watermarks: %s", rd_kafka_err2str(e));
-			goto out;
-		}
-		sum += hi - (off >= 0 ? off : lo);
-	}
-	lag = sum;
-out:
-	if (parts != NULL)
-		rd_kafka_topic_partition_list_destroy(parts);
-	if (md != NULL)
-		rd_kafka_metadata_destroy(md);
-	if (t != NULL)
-		rd_kafka_topic_destroy(t);
+	lag = ctl_lag(rk, c->kafka_topic, err, errlen);
 	rd_kafka_destroy(rk);
 	return lag;
 }

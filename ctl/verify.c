@@ -8,7 +8,9 @@
  * out_of_order: side_effects rows whose seq differs from their position in
  *   that order's application order (1, 2, 3 ...);
  * open_gaps / healed_gaps / duplicates_delivered: from sink.ordering_audit.
- * It needs the outbox and the sink in the same database. */
+ * It needs the outbox and the sink in the same database. With --wait it asks
+ * Kafka for the consumer group's lag too: what is missing is only judged
+ * lost once the consumers have processed everything on the topic. */
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -63,9 +65,11 @@ static bool verify_measure(PGconn *conn, long long v[V_N])
 
 int ctl_verify(struct ctl *ctl)
 {
-	long long v[V_N], prev_applied = -1, prev_open = -1;
+	long long v[V_N], prev_applied = -1, prev_open = -1, lag = -1;
+	char kerr[512] = "";
 	int64_t deadline = util_mono_ms() + ctl->wait_s * 1000, settled_since = 0;
 	bool drained = false, ok;
+	rd_kafka_t *rk = NULL;
 	PGconn *conn;
 
 	if (strcmp(ctl->conf.db_conninfo, conf_sink_conninfo(&ctl->conf)) != 0) {
@@ -76,22 +80,31 @@ int ctl_verify(struct ctl *ctl)
 	conn = ctl_connect(ctl->conf.db_conninfo, "outbox");
 	if (conn == NULL)
 		return 1;
-	/* Wait until everything is applied, or until nothing is left to send
-	 * and the consumer side stopped moving for 5 s (what is missing then
-	 * is lost), or until --wait runs out. */
+	if (ctl->wait_s > 0 && (rk = ctl_lag_open(&ctl->conf, kerr, sizeof kerr)) == NULL)
+		fprintf(stderr, "outboxctl: verify: consumer lag unknown: %s\n", kerr);
+	/* Wait until everything is applied, or until nothing is left to send,
+	 * the consumer group has processed all the topic holds (when Kafka can
+	 * say) and the consumer side stopped moving for 5 s (what is missing
+	 * then is lost), or until --wait runs out. A consumer that is slow to
+	 * rejoin after a restart is waited for, not judged. */
 	for (;;) {
 		int64_t now;
 
 		if (!verify_measure(conn, v)) {
 			PQfinish(conn);
+			if (rk != NULL)
+				rd_kafka_destroy(rk);
 			return 1;
 		}
 		now = util_mono_ms();
+		if (rk != NULL && v[V_UNSENT] == 0)
+			lag = ctl_lag(rk, ctl->conf.kafka_topic, kerr, sizeof kerr);
 		if (v[V_UNSENT] == 0 && v[V_LOST] == 0 && v[V_OPEN] == 0) {
 			drained = true;
 			break;
 		}
-		if (v[V_UNSENT] == 0 && v[V_APPLIED] == prev_applied && v[V_OPEN] == prev_open) {
+		if (v[V_UNSENT] == 0 && (rk == NULL || lag == 0) && v[V_APPLIED] == prev_applied &&
+		    v[V_OPEN] == prev_open) {
 			if (settled_since == 0)
 				settled_since = now;
 			if (now - settled_since >= 5000) {
@@ -108,6 +121,8 @@ int ctl_verify(struct ctl *ctl)
 		util_sleep_ms(500, NULL);
 	}
 	PQfinish(conn);
+	if (rk != NULL)
+		rd_kafka_destroy(rk);
 	ok = v[V_LOST] == 0 && v[V_DOUBLE] == 0 && v[V_OOO] == 0 && v[V_OPEN] == 0;
 	if (ctl->json) {
 		json_t *o = json_object();
@@ -116,6 +131,7 @@ int ctl_verify(struct ctl *ctl)
 		for (int i = 0; i < V_N; i++)
 			json_object_set_new(o, v_names[i], json_integer(v[i]));
 		json_object_set_new(o, "drained", json_boolean(drained));
+		json_object_set_new(o, "consumer_lag", json_integer(lag));
 		json_object_set_new(o, "ok", json_boolean(ok));
 		s = json_dumps(o, JSON_COMPACT);
 		printf("%s\n", s);
@@ -125,6 +141,8 @@ int ctl_verify(struct ctl *ctl)
 		for (int i = 0; i < V_N; i++)
 			printf("%-22s %lld\n", v_names[i], v[i]);
 		printf("%-22s %s\n", "drained", drained ? "yes" : "no (--wait ran out)");
+		if (lag >= 0)
+			printf("%-22s %lld\n", "consumer_lag", lag);
 		printf("%s\n", ok ? "OK: nothing lost, nothing applied twice, in order, no open gap"
 			       : "FAILED: see the counts above and `outboxctl audit`");
 	}
