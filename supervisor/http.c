@@ -18,6 +18,8 @@
 
 #include "util.h"
 
+enum { HTTP_MAX_BODY = 4096, HTTP_MAX_HEADERS = 16384 };
+
 struct http_server {
 	struct evhttp *http;
 	const struct proc_table *table;
@@ -228,6 +230,11 @@ struct http_server *http_new(struct event_base *base, const char *host, int port
 	}
 	evhttp_set_allowed_methods(s->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD | EVHTTP_REQ_POST |
 				   EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE);
+	/* Every endpoint is a GET: a body is never read past HTTP_MAX_BODY (413
+	 * and the connection closed), headers never past HTTP_MAX_HEADERS, and
+	 * an idle or slow connection is dropped after 10 s. */
+	evhttp_set_max_body_size(s->http, HTTP_MAX_BODY);
+	evhttp_set_max_headers_size(s->http, HTTP_MAX_HEADERS);
 	evhttp_set_timeout(s->http, 10);
 	evhttp_set_gencb(s->http, http_request_cb, s);
 	bs = evhttp_bind_socket_with_handle(s->http, host, (ev_uint16_t)port);
