@@ -708,13 +708,12 @@ int main(int argc, char **argv)
 	commit_offsets(rk, true);
 	(void)report();
 out:
-	if (rk != NULL) {
-		rd_kafka_resp_err_t e = rd_kafka_consumer_close(rk);
-
-		if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
-			log_warn("consumer close: %s", rd_kafka_err2str(e));
-		rd_kafka_destroy(rk);
-	}
+	/* The offsets are committed above. No rd_kafka_consumer_close: a
+	 * static member does not leave the group on close anyway, and an
+	 * assignment that arrives during close makes its rd_kafka_assign block
+	 * forever (librdkafka #4884; seen with SIGTERM during the first join). */
+	if (rk != NULL)
+		rd_kafka_destroy_flags(rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
 	apply_free(ap);
 	dlq_free(dlq);
 	audit_close(au);
