@@ -6,9 +6,95 @@
 
 #include "log.h"
 
+/* Append s to out (at *o), keeping room for the NUL. */
+static void db_put(char *out, size_t outlen, size_t *o, const char *s)
+{
+	for (; *s != '\0' && *o + 1 < outlen; s++)
+		out[(*o)++] = *s;
+	out[*o] = '\0';
+}
+
+/* A libpq parse error with its quoted fragments replaced by "...": one may
+ * be a piece of a value (missing "=" after "<word>"), so of a password. */
+static void db_parse_error(const char *msg, char *err, size_t errlen)
+{
+	size_t o = 0;
+
+	if (errlen == 0)
+		return;
+	err[0] = '\0';
+	for (const char *p = msg; *p != '\0' && *p != '\n'; p++) {
+		const char *close = *p == '"' ? strchr(p + 1, '"') : NULL;
+		char c[2] = { *p, '\0' };
+
+		if (close == NULL) {
+			db_put(err, errlen, &o, c);
+			continue;
+		}
+		/* "=" is libpq's own text; anything else may be the user's. */
+		db_put(err, errlen, &o, close == p + 2 && p[1] == '=' ? "\"=\"" : "\"...\"");
+		p = close;
+	}
+}
+
+bool db_conninfo_check(const char *conninfo, char *err, size_t errlen)
+{
+	char *msg = NULL;
+	PQconninfoOption *opts = PQconninfoParse(conninfo, &msg);
+
+	if (opts == NULL) {
+		db_parse_error(msg != NULL ? msg : "out of memory", err, errlen);
+		PQfreemem(msg);
+		return false;
+	}
+	PQconninfoFree(opts);
+	return true;
+}
+
+void db_conninfo_masked(const char *conninfo, char *out, size_t outlen)
+{
+	PQconninfoOption *opts = PQconninfoParse(conninfo, NULL);
+	size_t o = 0;
+
+	if (outlen == 0)
+		return;
+	out[0] = '\0';
+	if (opts == NULL) {
+		db_put(out, outlen, &o, "(not a valid connection string; not shown)");
+		return;
+	}
+	for (const PQconninfoOption *p = opts; p->keyword != NULL; p++) {
+		if (p->val == NULL)
+			continue;
+		if (o > 0)
+			db_put(out, outlen, &o, " ");
+		db_put(out, outlen, &o, p->keyword);
+		if (strcmp(p->keyword, "password") == 0) {
+			db_put(out, outlen, &o, "=****");
+			continue;
+		}
+		db_put(out, outlen, &o, "='");
+		for (const char *v = p->val; *v != '\0'; v++) {
+			char c[3] = { *v, '\0', '\0' };
+
+			if (*v == '\'' || *v == '\\') {
+				c[0] = '\\';
+				c[1] = *v;
+			}
+			db_put(out, outlen, &o, c);
+		}
+		db_put(out, outlen, &o, "'");
+	}
+	PQconninfoFree(opts);
+}
+
 PGconn *db_connect(const char *conninfo, char *err, size_t errlen)
 {
-	PGconn *conn = PQconnectdb(conninfo);
+	PGconn *conn;
+
+	if (!db_conninfo_check(conninfo, err, errlen))
+		return NULL;
+	conn = PQconnectdb(conninfo);
 
 	if (conn == NULL) {
 		snprintf(err, errlen, "out of memory");
@@ -41,7 +127,7 @@ PGconn *db_connect_retry(const char *conninfo, const char *what,
 		if (attempt == 1 || attempt % 10 == 0) {
 			char masked[1024];
 
-			log_mask_conninfo(conninfo, masked, sizeof masked);
+			db_conninfo_masked(conninfo, masked, sizeof masked);
 			log_warn("%s: cannot connect to \"%s\": %s; retrying in %ld ms (attempt %d)",
 				 what, masked, err, delay_ms, attempt);
 		}

@@ -6,6 +6,17 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+/* conninfo (key/value string or URI) for a log line, as libpq parses it:
+ * every setting it names, the password as ****; a string libpq cannot
+ * parse is not shown at all. Always NUL-terminates out. */
+void db_conninfo_masked(const char *conninfo, char *out, size_t outlen);
+
+/* Check conninfo with libpq's own parser (unknown keyword, unterminated
+ * quote, bad URI). False with libpq's message, its quoted fragments (maybe
+ * a piece of a password) left out. */
+bool db_conninfo_check(const char *conninfo, char *err, size_t errlen)
+	__attribute__((warn_unused_result));
+
 /* One connection attempt. Returns the connection, or NULL with libpq's
  * message in err. The caller owns the connection (PQfinish). */
 PGconn *db_connect(const char *conninfo, char *err, size_t errlen)

@@ -26,8 +26,5 @@ void log_write(enum log_level level, const char *fmt, ...)
 #define log_debug(...) \
 	do { if (log_threshold >= LOG_DEBUG) log_write(LOG_DEBUG, __VA_ARGS__); } while (0)
 
-/* Copy a libpq conninfo string or URI into out with every password
- * replaced by "****". Always NUL-terminates out. */
-void log_mask_conninfo(const char *conninfo, char *out, size_t outlen);
 
 #endif

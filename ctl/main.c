@@ -52,7 +52,7 @@ PGconn *ctl_connect(const char *conninfo, const char *what)
 	if (conn == NULL) {
 		char masked[1024];
 
-		log_mask_conninfo(conninfo, masked, sizeof masked);
+		db_conninfo_masked(conninfo, masked, sizeof masked);
 		fprintf(stderr, "outboxctl: cannot connect to the %s database (\"%s\"): %s\n", what,
 			masked, err);
 	}

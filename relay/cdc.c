@@ -1127,7 +1127,7 @@ int cdc_run(const struct conf *c, int relay_id, volatile sig_atomic_t *stop,
 			goto out;
 		}
 	}
-	log_mask_conninfo(c->db_conninfo, masked, sizeof masked);
+	db_conninfo_masked(c->db_conninfo, masked, sizeof masked);
 	log_info("cdc relay %d started: database \"%s\", slot %s, publication %s, brokers %s, "
 		 "topic %s", relay_id, masked, c->relay_slot, c->relay_publication,
 		 c->kafka_brokers, c->kafka_topic);

@@ -720,7 +720,7 @@ static int poll_loop(const struct conf *c, int relay_id, volatile sig_atomic_t *
 		rc = 2;
 		goto out;
 	}
-	log_mask_conninfo(c->db_conninfo, masked, sizeof masked);
+	db_conninfo_masked(c->db_conninfo, masked, sizeof masked);
 	if (!drain)
 		log_info("poll relay %d started: database \"%s\", brokers %s, topic %s, batch %d, "
 		 "interval %d ms, notify %s", relay_id, masked, c->kafka_brokers, c->kafka_topic,
