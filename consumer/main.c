@@ -292,13 +292,17 @@ enum handled { HANDLED, STOPPED, REWIND, FAILED };
 
 /* The session is up, or made so: HANDLED. STOPPED when a stop came first;
  * REWIND when it was re-established with asynchronous commits on (applies
- * since the last flush are in doubt: go back to the committed offsets). */
+ * since the last flush are in doubt: go back to the committed offsets).
+ * Every re-established session counts as a reconnect, whether the loss
+ * showed in an apply (also a retry) or in the counters flush (not one). */
 static enum handled ensure_db(void)
 {
 	if (!apply_lost(ap))
 		return HANDLED;
 	if (!apply_connect(ap, &stop))
 		return STOPPED;
+	counters.reconnects++;
+	log_info("sink database: reconnected (reconnect %" PRId64 ")", counters.reconnects);
 	return cfg.consumer_commit_interval_ms > 0 ? REWIND : HANDLED;
 }
 
