@@ -111,17 +111,17 @@ static const char SQL_GAP[] =
 static const char SQL_REPORT[] =
 	"INSERT INTO sink.consumers (consumer_id, host, pid, started_at, updated_at, received, "
 	"  applied, duplicates, gaps, poison, retries, dead_lettered, parked, foreign_messages, "
-	"  reconnects) "
+	"  foreign_partitions, reconnects) "
 	"VALUES ($1::int, $2, $3::int, to_timestamp($4::float8 / 1e6), now(), $5::bigint, "
 	"  $6::bigint, $7::bigint, $8::bigint, $9::bigint, $10::bigint, $11::bigint, $12::bigint, "
-	"  $13::bigint, $14::bigint) "
+	"  $13::bigint, $14::bigint, $15::bigint) "
 	"ON CONFLICT (host, consumer_id) DO UPDATE SET pid = EXCLUDED.pid, "
 	"  started_at = EXCLUDED.started_at, updated_at = EXCLUDED.updated_at, "
 	"  received = EXCLUDED.received, applied = EXCLUDED.applied, "
 	"  duplicates = EXCLUDED.duplicates, gaps = EXCLUDED.gaps, poison = EXCLUDED.poison, "
 	"  retries = EXCLUDED.retries, dead_lettered = EXCLUDED.dead_lettered, "
 	"  parked = EXCLUDED.parked, foreign_messages = EXCLUDED.foreign_messages, "
-	"  reconnects = EXCLUDED.reconnects";
+	"  foreign_partitions = EXCLUDED.foreign_partitions, reconnects = EXCLUDED.reconnects";
 
 static const struct {
 	const char *name;
@@ -864,7 +864,7 @@ bool apply_report(struct apply *a, const struct apply_counters *c, int64_t start
 {
 	const int64_t v[] = {
 		c->received, c->applied, c->duplicates, c->gaps, c->poison, c->retries,
-		c->dead_lettered, c->parked, c->foreign, c->reconnects,
+		c->dead_lettered, c->parked, c->foreign, c->foreign_partitions, c->reconnects,
 	};
 	enum { NV = sizeof v / sizeof v[0] };
 	char pid_s[16], st_s[24], n[NV][24], state[6];

@@ -43,11 +43,12 @@ enum apply_result {
 /* What sink.consumers shows of one consumer. retries: attempts of an apply
  * that failed and were made again (a connection lost between messages is
  * not one); reconnects: sink sessions re-established after a loss;
- * foreign: messages and assigned partitions of a topic not ours (refused,
- * see member.h). */
+ * foreign, foreign_partitions: messages, and partitions the group assigned,
+ * of a topic not ours (refused, see member.h). received counts our topic's
+ * messages only. */
 struct apply_counters {
 	int64_t received, applied, duplicates, gaps, poison, retries, dead_lettered, parked;
-	int64_t foreign, reconnects;
+	int64_t foreign, foreign_partitions, reconnects;
 };
 
 /* What the consumer knows about a message it gives up on (sink.dead_letters). */
