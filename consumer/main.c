@@ -268,8 +268,7 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 		else
 			e = rd_kafka_assign(rk, NULL);
 	}
-	if (own != NULL)
-		rd_kafka_topic_partition_list_destroy(own);
+	rd_kafka_topic_partition_list_destroy(own);
 	if (kerr != NULL) {
 		log_error("rebalance: %s", rd_kafka_error_string(kerr));
 		rd_kafka_error_destroy(kerr);
