@@ -110,15 +110,18 @@ static const char SQL_GAP[] =
 /* This consumer's counters since it started (outboxctl status). */
 static const char SQL_REPORT[] =
 	"INSERT INTO sink.consumers (consumer_id, host, pid, started_at, updated_at, received, "
-	"  applied, duplicates, gaps, poison, retries, dead_lettered, parked) "
+	"  applied, duplicates, gaps, poison, retries, dead_lettered, parked, foreign_messages, "
+	"  foreign_partitions, reconnects) "
 	"VALUES ($1::int, $2, $3::int, to_timestamp($4::float8 / 1e6), now(), $5::bigint, "
-	"  $6::bigint, $7::bigint, $8::bigint, $9::bigint, $10::bigint, $11::bigint, $12::bigint) "
+	"  $6::bigint, $7::bigint, $8::bigint, $9::bigint, $10::bigint, $11::bigint, $12::bigint, "
+	"  $13::bigint, $14::bigint, $15::bigint) "
 	"ON CONFLICT (host, consumer_id) DO UPDATE SET pid = EXCLUDED.pid, "
 	"  started_at = EXCLUDED.started_at, updated_at = EXCLUDED.updated_at, "
 	"  received = EXCLUDED.received, applied = EXCLUDED.applied, "
 	"  duplicates = EXCLUDED.duplicates, gaps = EXCLUDED.gaps, poison = EXCLUDED.poison, "
 	"  retries = EXCLUDED.retries, dead_lettered = EXCLUDED.dead_lettered, "
-	"  parked = EXCLUDED.parked";
+	"  parked = EXCLUDED.parked, foreign_messages = EXCLUDED.foreign_messages, "
+	"  foreign_partitions = EXCLUDED.foreign_partitions, reconnects = EXCLUDED.reconnects";
 
 static const struct {
 	const char *name;
@@ -859,8 +862,13 @@ out:
 bool apply_report(struct apply *a, const struct apply_counters *c, int64_t started_us,
 		  char *err, size_t errlen)
 {
-	char pid_s[16], st_s[24], n[8][24], state[6];
-	const char *params[12];
+	const int64_t v[] = {
+		c->received, c->applied, c->duplicates, c->gaps, c->poison, c->retries,
+		c->dead_lettered, c->parked, c->foreign, c->foreign_partitions, c->reconnects,
+	};
+	enum { NV = sizeof v / sizeof v[0] };
+	char pid_s[16], st_s[24], n[NV][24], state[6];
+	const char *params[4 + NV];
 	PGresult *res;
 
 	if (apply_lost(a)) {
@@ -869,27 +877,21 @@ bool apply_report(struct apply *a, const struct apply_counters *c, int64_t start
 	}
 	snprintf(pid_s, sizeof pid_s, "%d", (int)getpid());
 	snprintf(st_s, sizeof st_s, "%" PRId64, started_us);
-	snprintf(n[0], sizeof n[0], "%" PRId64, c->received);
-	snprintf(n[1], sizeof n[1], "%" PRId64, c->applied);
-	snprintf(n[2], sizeof n[2], "%" PRId64, c->duplicates);
-	snprintf(n[3], sizeof n[3], "%" PRId64, c->gaps);
-	snprintf(n[4], sizeof n[4], "%" PRId64, c->poison);
-	snprintf(n[5], sizeof n[5], "%" PRId64, c->retries);
-	snprintf(n[6], sizeof n[6], "%" PRId64, c->dead_lettered);
-	snprintf(n[7], sizeof n[7], "%" PRId64, c->parked);
 	params[0] = a->consumer_id_s;
 	params[1] = a->host;
 	params[2] = pid_s;
 	params[3] = st_s;
-	for (int i = 0; i < 8; i++)
+	for (int i = 0; i < NV; i++) {
+		snprintf(n[i], sizeof n[i], "%" PRId64, v[i]);
 		params[4 + i] = n[i];
+	}
 	/* Synchronous whatever the session says: its WAL flush covers every
 	 * transaction this session committed asynchronously before it. */
 	if (!db_exec(a->conn, "BEGIN", err, errlen))
 		return false;
 	if (!db_exec(a->conn, "SET LOCAL synchronous_commit = on", err, errlen))
 		goto fail;
-	res = run(a, "c_report", 12, params, PGRES_COMMAND_OK, state, err, errlen);
+	res = run(a, "c_report", 4 + NV, params, PGRES_COMMAND_OK, state, err, errlen);
 	if (res == NULL)
 		goto fail;
 	PQclear(res);

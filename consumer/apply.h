@@ -40,8 +40,15 @@ enum apply_result {
 	APPLY_PARKED,      /* the order is quarantined: parked in sink.parked */
 };
 
+/* What sink.consumers shows of one consumer. retries: attempts of an apply
+ * that failed and were made again (a connection lost between messages is
+ * not one); reconnects: sink sessions re-established after a loss;
+ * foreign, foreign_partitions: messages, and partitions the group assigned,
+ * of a topic not ours (refused, see member.h). received counts our topic's
+ * messages only. */
 struct apply_counters {
 	int64_t received, applied, duplicates, gaps, poison, retries, dead_lettered, parked;
+	int64_t foreign, foreign_partitions, reconnects;
 };
 
 /* What the consumer knows about a message it gives up on (sink.dead_letters). */

@@ -40,6 +40,7 @@
 #include "dlq.h"
 #include "kafka.h"
 #include "log.h"
+#include "member.h"
 #include "offsets.h"
 #include "sweep.h"
 #include "util.h"
@@ -56,6 +57,12 @@ static struct apply *ap;
 static int64_t started_us;
 static int consumer_id;
 static struct dlq *dlq; /* the dead-letter topic */
+/* OUTBOX_TEST_ASSIGN_FOREIGN=1 (tests of the message guard only): partitions
+ * of other topics are assigned after all, so that their messages reach
+ * handle() and its guard can be seen to refuse them. */
+static bool test_assign_foreign;
+static char instance[MEMBER_ID_MAX]; /* our static member id (group.instance.id) */
+static bool instance_hand_set;       /* from kafka.group.instance.id */
 
 static void on_signal(int sig)
 {
@@ -71,10 +78,14 @@ static void usage(FILE *f)
 		"usage: outbox-consumer [-c FILE] [--id I]\n"
 		"\n"
 		"One consumer worker: reads [kafka] topic in consumer group [consumer] group_id\n"
-		"(static member \"consumer-I\") and applies every event exactly once, in\n"
-		"aggregate_seq order, to schema sink ([consumer] conninfo, default the\n"
-		"[database] one). Gaps, duplicates and poison messages go to\n"
-		"sink.ordering_audit and to the JSON-lines file [supervisor] audit_file.\n"
+		"(static member \"consumer-I-H\", H: 8 hex digits of a hash of group and topic,\n"
+		"unless kafka.group.instance.id is set) and applies every event exactly once,\n"
+		"in aggregate_seq order, to schema sink ([consumer] conninfo, default the\n"
+		"[database] one). Partitions and messages of any other topic are refused:\n"
+		"never applied, dead-lettered or parked, their offsets never committed\n"
+		"(logged as errors, counted in sink.consumers). Gaps, duplicates and poison\n"
+		"messages go to sink.ordering_audit and to the JSON-lines file [supervisor]\n"
+		"audit_file.\n"
 		"Poison, and messages still failing after the retry budget ([consumer]\n"
 		"retry_max_attempts, retry_max_ms), go to the dead-letter topic (topic +\n"
 		"\".dlq\") and sink.dead_letters; later events of their order are parked\n"
@@ -190,24 +201,62 @@ static void offset_commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 	}
 }
 
-/* On revoke, commit what has been processed before the partitions go, so
- * the next owner starts right after it; eager and cooperative both. */
+/* Say loudly that the group assigned partitions of another topic (which
+ * rebalance_cb leaves unassigned), and when it assigned nothing of ours,
+ * what to change. */
+static void foreign_assignment(int foreign, const char *topics, int own)
+{
+	counters.foreign_partitions += foreign;
+	log_error("the group assigned %d partition(s) of %s, not of our topic %s: %s", foreign,
+		  topics, cfg.kafka_topic,
+		  test_assign_foreign ? "assigned anyway (OUTBOX_TEST_ASSIGN_FOREIGN)"
+				      : "not taken, their messages are not ours to apply");
+	if (own > 0 || test_assign_foreign)
+		return;
+	if (instance_hand_set)
+		log_error("none of %s's partitions assigned: static member %s (kafka.group.instance.id)"
+			  " is %s's member in group %s, and reads nothing until the group rebalances; "
+			  "remove the kafka.group.instance.id line or give this topic its own value",
+			  cfg.kafka_topic, instance, topics, cfg.consumer_group);
+	else
+		log_error("none of %s's partitions assigned: group %s is shared with consumers of %s; "
+			  "this consumer reads nothing until the group rebalances; give it a "
+			  "[consumer] group_id of its own", cfg.kafka_topic, cfg.consumer_group, topics);
+}
+
+/* On assign, take only our topic's partitions: a static member can be
+ * handed another topic's (see member.h); those are logged, counted and
+ * left unassigned, so nothing of them is fetched. On revoke, commit what
+ * has been processed before the partitions go, so the next owner starts
+ * right after it; eager and cooperative both. */
 static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 			 rd_kafka_topic_partition_list_t *parts, void *opaque)
 {
 	bool cooperative = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
 	rd_kafka_error_t *kerr = NULL;
 	rd_kafka_resp_err_t e = RD_KAFKA_RESP_ERR_NO_ERROR;
+	rd_kafka_topic_partition_list_t *own, *use;
+	char topics[512];
+	int foreign;
 
 	(void)opaque;
+	own = member_own_partitions(&cfg, parts, &foreign, topics, sizeof topics);
+	if (own == NULL) {
+		log_error("rebalance: out of memory; taking no partitions");
+		own = rd_kafka_topic_partition_list_new(0);
+		foreign = 0;
+	}
+	use = test_assign_foreign ? parts : own;
 	if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
-		log_info("assigned %d partition(s)", parts->cnt);
+		if (foreign > 0)
+			foreign_assignment(foreign, topics, own->cnt);
+		log_info("assigned %d partition(s)", use->cnt);
 		if (cooperative)
-			kerr = rd_kafka_incremental_assign(rk, parts);
+			kerr = rd_kafka_incremental_assign(rk, use);
 		else
-			e = rd_kafka_assign(rk, parts);
+			e = rd_kafka_assign(rk, use);
 	} else {
-		log_info("revoked %d partition(s)%s", parts->cnt,
+		log_info("revoked %d partition(s)%s", use->cnt,
 			 rd_kafka_assignment_lost(rk) ? " (lost)" : "");
 		if (!rd_kafka_assignment_lost(rk)) {
 			offsets_uncommitted(done); /* commit all we have, now */
@@ -215,10 +264,11 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 		}
 		offsets_forget(done, parts);
 		if (cooperative)
-			kerr = rd_kafka_incremental_unassign(rk, parts);
+			kerr = rd_kafka_incremental_unassign(rk, use); /* only what was assigned */
 		else
 			e = rd_kafka_assign(rk, NULL);
 	}
+	rd_kafka_topic_partition_list_destroy(own);
 	if (kerr != NULL) {
 		log_error("rebalance: %s", rd_kafka_error_string(kerr));
 		rd_kafka_error_destroy(kerr);
@@ -229,7 +279,7 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 
 /* Our own consumer (not kafka_consumer_new) because the rebalance and
  * commit callbacks must be set before rd_kafka_new. Same settings. */
-static rd_kafka_t *consumer_new(const char *instance_id, char *err, size_t errlen)
+static rd_kafka_t *consumer_new(char *err, size_t errlen)
 {
 	static const char *const props[][2] = {
 		{ "enable.auto.commit", "false" },
@@ -248,7 +298,7 @@ static rd_kafka_t *consumer_new(const char *instance_id, char *err, size_t errle
 	if (kc == NULL)
 		return NULL;
 	if (rd_kafka_conf_set(kc, "group.id", cfg.consumer_group, err, errlen) != RD_KAFKA_CONF_OK ||
-	    rd_kafka_conf_set(kc, "group.instance.id", instance_id, err, errlen) !=
+	    rd_kafka_conf_set(kc, "group.instance.id", instance, err, errlen) !=
 		    RD_KAFKA_CONF_OK)
 		goto fail;
 	for (size_t i = 0; i < sizeof props / sizeof props[0]; i++)
@@ -288,17 +338,23 @@ fail:
 	return NULL;
 }
 
-enum handled { HANDLED, STOPPED, REWIND, FAILED };
+/* FOREIGN: a message of a topic not ours, refused (nothing recorded, and
+ * its offset must not be: offsets are recorded by partition of our topic). */
+enum handled { HANDLED, STOPPED, REWIND, FAILED, FOREIGN };
 
 /* The session is up, or made so: HANDLED. STOPPED when a stop came first;
  * REWIND when it was re-established with asynchronous commits on (applies
- * since the last flush are in doubt: go back to the committed offsets). */
+ * since the last flush are in doubt: go back to the committed offsets).
+ * Every re-established session counts as a reconnect, whether the loss
+ * showed in an apply (also a retry) or in the counters flush (not one). */
 static enum handled ensure_db(void)
 {
 	if (!apply_lost(ap))
 		return HANDLED;
 	if (!apply_connect(ap, &stop))
 		return STOPPED;
+	counters.reconnects++;
+	log_info("sink database: reconnected (reconnect %" PRId64 ")", counters.reconnects);
 	return cfg.consumer_commit_interval_ms > 0 ? REWIND : HANDLED;
 }
 
@@ -437,6 +493,34 @@ static long retry_delay(int failures, int64_t first_ms)
 	return d;
 }
 
+/* A message of a topic this consumer is not configured for (member.h),
+ * refused before it is parsed: not applied, dead-lettered or parked; its
+ * partition is paused so no more of it is fetched. Logged (the first ten,
+ * then every thousandth) and counted. */
+static enum handled foreign_message(rd_kafka_t *rk, const rd_kafka_message_t *rkm)
+{
+	const char *topic = rd_kafka_topic_name(rkm->rkt);
+	rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+
+	counters.foreign++;
+	if (counters.foreign <= 10 || counters.foreign % 1000 == 0)
+		log_error("refused a message of topic %s [%" PRId32 "] offset %" PRId64 ": this "
+			  "consumer applies %s only; not applied, not dead-lettered, offset not "
+			  "committed (foreign message %" PRId64 ")", topic, rkm->partition,
+			  rkm->offset, cfg.kafka_topic, counters.foreign);
+	if (l != NULL) {
+		rd_kafka_resp_err_t e;
+
+		rd_kafka_topic_partition_list_add(l, topic, rkm->partition);
+		e = rd_kafka_pause_partitions(rk, l);
+		if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
+			log_warn("pausing %s [%" PRId32 "]: %s", topic, rkm->partition,
+				 rd_kafka_err2str(e));
+		rd_kafka_topic_partition_list_destroy(l);
+	}
+	return FOREIGN;
+}
+
 /* Process one message to a final outcome. Transient database errors are
  * retried with backoff without limit (never dead-lettered); a refusal of
  * this event (constraint, trigger) is retried within the budget ([consumer]
@@ -445,19 +529,23 @@ static long retry_delay(int failures, int64_t first_ms)
  * and nothing was recorded; REWIND: the connection was re-established with
  * asynchronous commits on, go back to the committed offsets (this message
  * comes again); FAILED: the sink is broken for every message alike (an
- * undefined table, a privilege) or the outcome could not be recorded. */
-static enum handled handle(const rd_kafka_message_t *rkm)
+ * undefined table, a privilege) or the outcome could not be recorded;
+ * FOREIGN: the message is not of our topic (foreign_message). */
+static enum handled handle(rd_kafka_t *rk, const rd_kafka_message_t *rkm)
 {
 	struct apply_msg m;
 	char why[256], err[1024];
-	bool good = apply_parse(rkm, &m, why, sizeof why) &&
-		    apply_check(&m, cfg.consumer_event_types, why, sizeof why);
+	bool good;
 	long backoff = 0;
 	int64_t t0 = util_mono_ms(), first_ms = 0, first_us = 0, last_us = 0;
 	int attempts = 0, failures = 0;
 	enum apply_result r;
 	enum handled h;
 
+	if (!member_topic_ours(&cfg, rd_kafka_topic_name(rkm->rkt)))
+		return foreign_message(rk, rkm);
+	good = apply_parse(rkm, &m, why, sizeof why) &&
+	       apply_check(&m, cfg.consumer_event_types, why, sizeof why);
 	counters.received++;
 	if (!good)
 		return poison(rkm, &m, why);
@@ -569,7 +657,7 @@ int main(int argc, char **argv)
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *conf_path = NULL;
-	char err[1024], instance[32];
+	char err[1024];
 	long id = 0;
 	int c, rc = 1;
 	rd_kafka_t *rk = NULL;
@@ -622,8 +710,18 @@ int main(int argc, char **argv)
 		log_error("out of memory");
 		goto out;
 	}
-	snprintf(instance, sizeof instance, "consumer-%ld", id);
-	rk = consumer_new(instance, err, sizeof err);
+	if (!member_instance_id(&cfg, (int)id, instance, sizeof instance, &instance_hand_set, err,
+				sizeof err)) {
+		fprintf(stderr, "outbox-consumer: %s\n", err);
+		rc = 2;
+		goto out;
+	}
+	test_assign_foreign = getenv("OUTBOX_TEST_ASSIGN_FOREIGN") != NULL &&
+			      strcmp(getenv("OUTBOX_TEST_ASSIGN_FOREIGN"), "1") == 0;
+	if (test_assign_foreign)
+		log_warn("OUTBOX_TEST_ASSIGN_FOREIGN=1: partitions of other topics are assigned "
+			 "(for tests of the message guard only)");
+	rk = consumer_new(err, sizeof err);
 	if (rk == NULL) {
 		fprintf(stderr, "outbox-consumer: %s\n", err);
 		rc = 2;
@@ -633,7 +731,8 @@ int main(int argc, char **argv)
 		rc = 0; /* stopped before the database came up */
 		goto out;
 	}
-	log_info("consuming %s as %s in group %s", cfg.kafka_topic, instance, cfg.consumer_group);
+	log_info("consuming %s as %s in group %s%s", cfg.kafka_topic, instance, cfg.consumer_group,
+		 instance_hand_set ? " (static member id from kafka.group.instance.id)" : "");
 	last_report = last_commit = util_mono_ms();
 	next_sweep = last_report + (cfg.consumer_inbox_sweep_interval_ms < 10000
 					    ? cfg.consumer_inbox_sweep_interval_ms : 10000);
@@ -675,7 +774,7 @@ int main(int argc, char **argv)
 		}
 		if (t_first == 0)
 			t_first = util_mono_ms();
-		switch (handle(rkm)) {
+		switch (handle(rk, rkm)) {
 		case HANDLED:
 			offsets_done(done, rkm->partition, rkm->offset);
 			if (cfg.consumer_commit_interval_ms == 0)
@@ -695,14 +794,18 @@ int main(int argc, char **argv)
 			rc = 1;
 			stop = 1;
 			break;
+		case FOREIGN:
+			break; /* its offset is not ours to record */
 		}
 		rd_kafka_message_destroy(rkm);
 	}
 	log_info("stopping: received %" PRId64 " applied %" PRId64 " duplicates %" PRId64
 		 " gaps %" PRId64 " poison %" PRId64 " retries %" PRId64 " dead-lettered %" PRId64
-		 " parked %" PRId64 " (%.0f events/s)",
+		 " parked %" PRId64 " foreign %" PRId64 " (partitions %" PRId64 ") reconnects %"
+		 PRId64 " (%.0f events/s)",
 		 counters.received, counters.applied, counters.duplicates, counters.gaps,
 		 counters.poison, counters.retries, counters.dead_lettered, counters.parked,
+		 counters.foreign, counters.foreign_partitions, counters.reconnects,
 		 t_first ? (double)counters.received * 1000.0 /
 				   (double)(util_mono_ms() - t_first + 1) : 0.0);
 	commit_offsets(rk, true);

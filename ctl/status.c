@@ -20,7 +20,7 @@ static const char SQL_RELAYS[] =
 
 static const char SQL_CONSUMERS[] =
 	"SELECT consumer_id, host, pid, received, applied, duplicates, gaps, poison, retries,"
-	" extract(epoch FROM now() - updated_at)::numeric(12,1)"
+	" reconnects, foreign_messages, foreign_partitions, extract(epoch FROM now() - updated_at)::numeric(12,1)"
 	" FROM sink.consumers ORDER BY host, consumer_id";
 
 /* The CDC relay's slot, if it exists: the WAL it holds back is what fills
@@ -81,7 +81,8 @@ int ctl_status(struct ctl *ctl)
 	};
 	static const char *const cons_cols[] = {
 		"consumer_id", "host", "pid", "received", "applied", "duplicates", "gaps", "poison",
-		"retries", "seconds_since_update",
+		"retries", "reconnects", "foreign_messages", "foreign_partitions",
+		"seconds_since_update",
 	};
 	PGconn *db = ctl_connect(ctl->conf.db_conninfo, "outbox"), *sink = NULL;
 	PGresult *unsent = NULL, *relays = NULL, *cons = NULL, *slot = NULL;
@@ -149,14 +150,16 @@ int ctl_status(struct ctl *ctl)
 			       PQgetvalue(relays, r, 3), PQgetvalue(relays, r, 4), PQgetvalue(relays, r, 5),
 			       PQgetvalue(relays, r, 6), PQgetvalue(relays, r, 7), PQgetvalue(relays, r, 8),
 			       PQgetvalue(relays, r, 9));
-		printf("consumers:\n  %-4s %-16s %-8s %10s %10s %10s %6s %6s %8s %8s\n", "id", "host",
-		       "pid", "received", "applied", "duplicates", "gaps", "poison", "retries", "updated");
+		printf("consumers:\n  %-4s %-16s %-8s %10s %10s %10s %6s %6s %8s %10s %8s %8s %8s\n",
+		       "id", "host", "pid", "received", "applied", "duplicates", "gaps", "poison",
+		       "retries", "reconnects", "foreign", "for.part", "updated");
 		for (int r = 0; r < PQntuples(cons); r++)
-			printf("  %-4s %-16s %-8s %10s %10s %10s %6s %6s %8s %6ss\n",
+			printf("  %-4s %-16s %-8s %10s %10s %10s %6s %6s %8s %10s %8s %8s %6ss\n",
 			       PQgetvalue(cons, r, 0), PQgetvalue(cons, r, 1), PQgetvalue(cons, r, 2),
 			       PQgetvalue(cons, r, 3), PQgetvalue(cons, r, 4), PQgetvalue(cons, r, 5),
 			       PQgetvalue(cons, r, 6), PQgetvalue(cons, r, 7), PQgetvalue(cons, r, 8),
-			       PQgetvalue(cons, r, 9));
+			       PQgetvalue(cons, r, 9), PQgetvalue(cons, r, 10),
+			       PQgetvalue(cons, r, 11), PQgetvalue(cons, r, 12));
 		if (PQntuples(slot) == 1)
 			printf("cdc slot %s: active %s, wal_status %s, confirmed %s, retains %s MB of "
 			       "WAL (max_slot_wal_keep_size %s)\n", PQgetvalue(slot, 0, 0),
