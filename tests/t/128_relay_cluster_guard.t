@@ -29,12 +29,13 @@ fresh_topic
 real_id=$(cat .run/kafka/cluster.id)
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/outboxd-128.XXXXXX")
 # A long delivery timeout: a batch produced while no broker answers is still
-# waiting when the impostor is up, so the impostor acknowledges it and the
-# check after the reports is the one that must stop it.
+# waiting when the impostor is up (which took 26 s on a loaded machine), so
+# the impostor acknowledges it and the check after the reports is the one
+# that must stop it.
 conf=$(test_conf <<EOF
 [kafka]
 topic = $OUTBOX_TOPIC
-delivery_timeout_ms = 25000
+delivery_timeout_ms = 60000
 [relay]
 batch_size = 100
 poll_interval_ms = 200
@@ -60,10 +61,29 @@ unsent() { q "SELECT count(*) FROM public.outbox WHERE sent_at IS NULL"; }
 drained() { [ "$(unsent)" = "0" ]; }
 write() { "$BIN/orders" -c "$conf" --mode outbox --orders "$1" --events-per-order "$2" \
 	--concurrency 4 --quiet >/dev/null 2>&1; }
+# A poll relay's pass holds the advisory locks of the aggregates it claimed.
+claimed() { [ "$(q "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'
+                    AND classid = 1868724324")" -ge "$1" ]; }
+# to_impostor ORDERS EVENTS [RELAY_PID]: stop the stack's broker, write that
+# many events (the relay takes them while no broker answers: a batch in
+# flight during the swap), note the WAL position after them in wal_after,
+# start the impostor. With RELAY_PID (a poll relay) the relay is held
+# (SIGSTOP) from its claim until the impostor has the topic, so the batch is
+# delivered there, not failed for want of partitions while it starts.
 to_impostor() {
 	swapped=1
-	bash scripts/services stop kafka >>"$tmp/services.log" 2>&1 &&
-		bash scripts/services start kafka-impostor >>"$tmp/services.log" 2>&1
+	bash scripts/services stop kafka >>"$tmp/services.log" 2>&1 || return 1
+	write "$1" "$2"
+	wal_after=$(q "SELECT pg_current_wal_lsn()")
+	if [ -n "${3:-}" ]; then
+		wait_for 20 claimed "$1" || diag "the relay did not claim the batch"
+		sleep 0.5
+		kill -STOP "$3"
+	fi
+	bash scripts/services start kafka-impostor >>"$tmp/services.log" 2>&1
+	local rc=$?
+	[ -n "${3:-}" ] && kill -CONT "$3"
+	return $rc
 }
 to_real() {
 	bash scripts/services stop kafka-impostor >>"$tmp/services.log" 2>&1 &&
@@ -88,10 +108,7 @@ ok $? "and says so in its log"
 
 # --- swap the broker under it ---
 last=$(q "SELECT max(id) FROM public.outbox")
-bash scripts/services stop kafka >>"$tmp/services.log" 2>&1
-swapped=1
-write 4 5   # the relay claims and produces these while no broker answers
-bash scripts/services start kafka-impostor >>"$tmp/services.log" 2>&1
+to_impostor 4 5 "$pid"
 ok $? "an impostor broker started on the same port"
 imp_id=$(cat .run/kafka-impostor/cluster.id)
 [ -n "$imp_id" ] && [ "$imp_id" != "$real_id" ]
@@ -105,7 +122,7 @@ is "$(q "SELECT count(*) FROM public.outbox WHERE id > $last AND sent_at IS NOT 
 line=$(grep -m1 'KAFKA CLUSTER MISMATCH' "$tmp/poll.log")
 case "$line" in *ERROR*"$imp_id"*"$real_id"*"outboxctl accept-cluster"*) r=0 ;; *) r=1 ;; esac
 ok $r "the relay's ERROR line names both cluster ids and the command"
-grep -q "events acknowledged by a broker that is not on the recorded Kafka cluster $real_id" \
+grep -q "20 events acknowledged by a broker that is not on the recorded Kafka cluster $real_id" \
 	"$tmp/poll.log"
 ok $? "the batch in flight during the swap was acknowledged by the impostor and rolled back"
 comm -12 <(new_ids "$last") <(topic_ids) >"$tmp/on_impostor"
@@ -150,11 +167,7 @@ write 2 5
 wait_for 20 drained
 ok $? "streamed events go out to the stack's broker"
 last=$(q "SELECT max(id) FROM public.outbox")
-bash scripts/services stop kafka >>"$tmp/services.log" 2>&1
-swapped=1
-write 2 5   # streamed and produced while no broker answers
-lsn_c=$(q "SELECT pg_current_wal_lsn()")
-bash scripts/services start kafka-impostor >>"$tmp/services.log" 2>&1
+to_impostor 2 5
 ok $? "the impostor again"
 cdc_blocked() { [ "$(mismatches "$tmp/cdc.log")" -ge 1 ]; }
 wait_for 40 cdc_blocked
@@ -162,10 +175,12 @@ ok $? "the CDC relay notices the other cluster"
 sleep 2
 is "$(q "SELECT count(*) FROM public.outbox WHERE id > $last AND sent_at IS NOT NULL")" "0" \
 	"CDC: none of the 10 events written since is marked sent"
-is "$(q "SELECT confirmed_flush_lsn < '$lsn_c' FROM pg_replication_slots WHERE slot_name = 'outboxd'")" \
+is "$(q "SELECT confirmed_flush_lsn < '$wal_after' FROM pg_replication_slots WHERE slot_name = 'outboxd'")" \
 	"t" "CDC: the slot is not confirmed past them"
 grep 'KAFKA CLUSTER MISMATCH' "$tmp/cdc.log" | grep -q "$imp_id.*$real_id"
 ok $? "the CDC relay's log names both ids"
+grep -q "events acknowledged by a broker that is not on the recorded Kafka cluster $real_id: not marked sent, nothing confirmed past them" "$tmp/cdc.log"
+ok $? "CDC: the events in flight during the swap were acknowledged by the impostor, not marked"
 
 out=$("$BIN/outboxctl" accept-cluster 2>&1)
 is "$?" "0" "outboxctl accept-cluster (the broker's id) exits 0"
