@@ -48,7 +48,13 @@ static bool cluster_fetch(PGconn *conn, const char *sql, struct cluster_record *
 
 	memset(rec, 0, sizeof *rec);
 	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		size_t n;
+
 		db_error(conn, res, err, errlen);
+		n = strlen(err);
+		if (strcmp(db_sqlstate(res), "42P01") == 0 && n < errlen) /* undefined_table */
+			snprintf(err + n, errlen - n, " (run outboxctl migrate: the Kafka cluster "
+				 "guard needs sql/005)");
 		goto out;
 	}
 	if (PQntuples(res) == 1) {
