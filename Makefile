@@ -24,6 +24,8 @@ SRC_orders          := $(wildcard orders/*.c)
 SRC_outboxctl       := $(wildcard ctl/*.c) $(BUILD)/gen/sql_files.c
 # outboxctl dlq applies through the consumer's own code; inbox-sweep shares its sweep.
 SRC_outboxctl       += consumer/apply.c consumer/audit.c consumer/dlq.c consumer/sweep.c
+# outboxctl status and accept-cluster read and replace the relays' recorded Kafka cluster.
+SRC_outboxctl       += relay/cluster.c
 
 UNIT_SRC := $(wildcard tests/t/0*.c)
 UNIT_BIN := $(patsubst tests/t/%.c,$(BUILD)/t/%,$(UNIT_SRC))

@@ -1,6 +1,7 @@
 #include "kafka.h"
 
 #include <inttypes.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -9,6 +10,17 @@
 static bool kafka_fatal;
 static char kafka_fatal_msg[512];
 static char kafka_last_err[512];
+static atomic_uint kafka_clusterid_changes;
+
+/* Runs on librdkafka's threads: count its "reports different ClusterId"
+ * warnings (kafka_cluster_changes), then print the line as librdkafka's
+ * default logger does. */
+static void kafka_log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+	if (strcmp(fac, "CLUSTERID") == 0)
+		atomic_fetch_add(&kafka_clusterid_changes, 1);
+	rd_kafka_log_print(rk, level, fac, buf);
+}
 
 /* Runs on librdkafka's poll path (our thread): log and remember. */
 static void kafka_error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
@@ -50,6 +62,7 @@ rd_kafka_conf_t *kafka_conf_new(const struct conf *c, char *err, size_t errlen)
 	    !kafka_set(kc, "client.id", "outboxd", err, errlen))
 		goto fail;
 	rd_kafka_conf_set_error_cb(kc, kafka_error_cb);
+	rd_kafka_conf_set_log_cb(kc, kafka_log_cb);
 	for (int i = 0; i < c->kafka_nprops; i++) {
 		const struct conf_kafka_prop *p = &c->kafka_props[i];
 
@@ -181,4 +194,37 @@ bool kafka_ping(rd_kafka_t *rk, int timeout_ms)
 	if (md != NULL)
 		rd_kafka_metadata_destroy(md);
 	return e == RD_KAFKA_RESP_ERR_NO_ERROR;
+}
+
+bool kafka_cluster_id(rd_kafka_t *rk, int timeout_ms, char *id, size_t idlen,
+		      char *err, size_t errlen)
+{
+	const struct rd_kafka_metadata *md = NULL;
+	rd_kafka_resp_err_t e = rd_kafka_metadata(rk, 0, NULL, &md, timeout_ms);
+	char *cid;
+
+	if (md != NULL)
+		rd_kafka_metadata_destroy(md);
+	if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
+		snprintf(err, errlen, "no broker answered a metadata request within %d ms (%s)",
+			 timeout_ms, rd_kafka_err2name(e));
+		return false;
+	}
+	/* The answer just parsed updated the cache: read it without waiting. */
+	cid = rd_kafka_clusterid(rk, 0);
+	if (cid == NULL || cid[0] == '\0' || strlen(cid) >= idlen) {
+		snprintf(err, errlen, "the broker reported %s cluster id",
+			 cid == NULL || cid[0] == '\0' ? "no" : "an overlong");
+		if (cid != NULL)
+			rd_kafka_mem_free(rk, cid);
+		return false;
+	}
+	snprintf(id, idlen, "%s", cid);
+	rd_kafka_mem_free(rk, cid);
+	return true;
+}
+
+unsigned kafka_cluster_changes(void)
+{
+	return atomic_load(&kafka_clusterid_changes);
 }

@@ -54,4 +54,22 @@ const char *kafka_last_error(void);
 /* Ask the cluster for metadata; true when a broker answered in timeout_ms. */
 bool kafka_ping(rd_kafka_t *rk, int timeout_ms);
 
+/* Longest cluster id we keep (Kafka's are 22 characters). */
+#define KAFKA_CLUSTER_ID_MAX 128
+
+/* The id of the cluster rk's brokers belong to, asked afresh: a metadata
+ * request, then the id its answer carried (rd_kafka_clusterid alone returns
+ * the id cached from an earlier answer, stale once the broker behind the
+ * address was replaced). True with the id in id (idlen >= 1); false with a
+ * message in err when no broker answered within timeout_ms or the answer
+ * carried no id (brokers before 0.10.1). */
+bool kafka_cluster_id(rd_kafka_t *rk, int timeout_ms, char *id, size_t idlen,
+		      char *err, size_t errlen) __attribute__((warn_unused_result));
+
+/* How many times, in this process, librdkafka saw a broker report another
+ * cluster id than the one it knew (its CLUSTERID warning). Compare two
+ * readings: a change means a cluster swap happened in between, even if
+ * the broker is back to the first cluster by now. */
+unsigned kafka_cluster_changes(void);
+
 #endif

@@ -23,6 +23,7 @@ struct ctl {
 	long hours;           /* inbox-sweep --hours (-1: the configuration's) */
 	bool all;             /* dlq list --all */
 	bool dry_run;         /* cleanup --dry-run */
+	const char *cluster_id; /* accept-cluster --cluster-id */
 };
 
 /* Connect or print why not; NULL means "exit 1". */
@@ -49,6 +50,7 @@ int ctl_audit(struct ctl *ctl);
 int ctl_dlq(struct ctl *ctl);
 int ctl_replay(struct ctl *ctl);
 int ctl_inbox_sweep(struct ctl *ctl);
+int ctl_accept_cluster(struct ctl *ctl);
 
 /* The inbox sweep with c's batch size and the given retention (for
  * outboxctl cleanup too): prints what it deleted; the exit code. */

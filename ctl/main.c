@@ -1,5 +1,5 @@
 /* outboxctl: the operator tool (migrate, status, audit, verify, dlq, replay,
- * inbox-sweep). */
+ * inbox-sweep, cleanup, accept-cluster). */
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,6 +39,16 @@ static void usage(FILE *f)
 		"                          drop expired fully sent partitions, delete old sent\n"
 		"                          rows in batches ([cleanup] settings); exit 1 when\n"
 		"                          another janitor is running\n"
+		"  accept-cluster [--cluster-id ID]\n"
+		"                          make ID (default: the id the configured broker\n"
+		"                          reports) the Kafka cluster the outbox publishes to,\n"
+		"                          replacing the recorded one; prints old and new.\n"
+		"                          Relays stop publishing while their broker is on\n"
+		"                          another cluster than the recorded one, and pick the\n"
+		"                          accepted id up without a restart. Events already\n"
+		"                          marked sent stay on the old cluster and are not sent\n"
+		"                          again (replay --order re-sends an order's); unsent\n"
+		"                          events go to the new one\n"
 		"\n"
 		"  -c FILE   configuration (default $OUTBOX_CONF or conf/outboxd.conf)\n"
 		"  --json    machine-readable output\n");
@@ -88,6 +98,7 @@ int main(int argc, char **argv)
 		{ "hours", required_argument, NULL, 'H' },
 		{ "all", no_argument, NULL, 'a' },
 		{ "dry-run", no_argument, NULL, 'D' },
+		{ "cluster-id", required_argument, NULL, 'C' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -130,20 +141,25 @@ int main(int argc, char **argv)
 			}
 			break;
 		case 'D': ctl.dry_run = true; break;
+		case 'C': ctl.cluster_id = optarg; break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
 	}
 	if (optind >= argc) {
 		fprintf(stderr, "outboxctl: a subcommand is required (migrate, status, audit, "
-			"verify, cleanup, dlq, replay, inbox-sweep)\n");
+			"verify, cleanup, dlq, replay, inbox-sweep, accept-cluster)\n");
 		return 2;
 	}
 	cmd = argv[optind];
+	if (ctl.cluster_id != NULL && strcmp(cmd, "accept-cluster") != 0) {
+		fprintf(stderr, "outboxctl: --cluster-id belongs to accept-cluster, not %s\n", cmd);
+		return 2;
+	}
 	ctl.args = argv + optind + 1;
 	ctl.nargs = argc - optind - 1;
 	if (strcmp(cmd, "dlq") == 0 || strcmp(cmd, "replay") == 0 ||
-	    strcmp(cmd, "inbox-sweep") == 0) {
+	    strcmp(cmd, "inbox-sweep") == 0 || strcmp(cmd, "accept-cluster") == 0) {
 		if (!conf_load(&ctl.conf, conf_path, err, sizeof err)) {
 			fprintf(stderr, "%s\n", err);
 			return 2;
@@ -152,6 +168,8 @@ int main(int argc, char **argv)
 			return ctl_dlq(&ctl);
 		if (strcmp(cmd, "replay") == 0)
 			return ctl_replay(&ctl);
+		if (strcmp(cmd, "accept-cluster") == 0)
+			return ctl_accept_cluster(&ctl);
 		return ctl_inbox_sweep(&ctl);
 	}
 	if (optind + 1 < argc) {

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../relay/cluster.h"
 #include "ctl.h"
 #include "kafka.h"
 
@@ -15,7 +16,7 @@ static const char SQL_UNSENT[] =
 
 static const char SQL_RELAYS[] =
 	"SELECT relay_id, host, pid, mode, passes, published, acked, failed, marked,"
-	" extract(epoch FROM now() - updated_at)::numeric(12,1)"
+	" extract(epoch FROM now() - updated_at)::numeric(12,1), cluster_id, cluster_mismatch"
 	" FROM public.outboxd_relays ORDER BY host, relay_id";
 
 static const char SQL_CONSUMERS[] =
@@ -56,14 +57,18 @@ static json_t *rows_json(const PGresult *res, const char *const *names)
 	return a;
 }
 
-/* The group's lag, with a handle of its own. -1 when Kafka did not answer. */
-static long long status_lag(const struct conf *c, char *err, size_t errlen)
+/* The group's lag, with a handle of its own: -1 when Kafka did not answer.
+ * The broker's cluster id goes to cid ("" when it did not say). */
+static long long status_lag(const struct conf *c, char *cid, size_t cidlen, char *err,
+			    size_t errlen)
 {
 	rd_kafka_t *rk = ctl_lag_open(c, err, errlen);
 	long long lag;
 
 	if (rk == NULL)
 		return -1;
+	if (!kafka_cluster_id(rk, 5000, cid, cidlen, err, errlen))
+		cid[0] = '\0';
 	lag = ctl_lag(rk, c->kafka_topic, err, errlen);
 	rd_kafka_destroy(rk);
 	return lag;
@@ -73,7 +78,7 @@ int ctl_status(struct ctl *ctl)
 {
 	static const char *const relay_cols[] = {
 		"relay_id", "host", "pid", "mode", "passes", "published", "acked", "failed",
-		"marked", "seconds_since_update",
+		"marked", "seconds_since_update", "cluster_id", "cluster_mismatch",
 	};
 	static const char *const slot_cols[] = {
 		"slot_name", "active", "wal_status", "confirmed_flush_lsn", "retained_wal_mb",
@@ -87,7 +92,10 @@ int ctl_status(struct ctl *ctl)
 	PGconn *db = ctl_connect(ctl->conf.db_conninfo, "outbox"), *sink = NULL;
 	PGresult *unsent = NULL, *relays = NULL, *cons = NULL, *slot = NULL;
 	const char *slot_params[1] = { ctl->conf.relay_slot };
-	char kerr[512] = "", warning[512] = "";
+	char kerr[512] = "", warning[512] = "", cerr[512] = "", cid[KAFKA_CLUSTER_ID_MAX] = "";
+	char cwarn[KAFKA_CLUSTER_ID_MAX * 2 + 256] = "";
+	struct cluster_record rec;
+	int blocked = 0;
 	long long lag;
 	int rc = 1;
 
@@ -112,9 +120,27 @@ int ctl_status(struct ctl *ctl)
 			 "gives it up above wal_budget_mb = %d)", ctl->conf.relay_slot,
 			 PQgetvalue(slot, 0, 4), ctl->conf.relay_wal_warn_mb,
 			 ctl->conf.relay_wal_budget_mb);
+	if (!cluster_read(db, &rec, cerr, sizeof cerr)) {
+		fprintf(stderr, "outboxctl: %s\n", cerr);
+		goto out;
+	}
 	if (warning[0] != '\0')
 		fprintf(stderr, "outboxctl: WARNING: %s\n", warning);
-	lag = status_lag(&ctl->conf, kerr, sizeof kerr);
+	lag = status_lag(&ctl->conf, cid, sizeof cid, kerr, sizeof kerr);
+	if (rec.id[0] != '\0' && cid[0] != '\0' && strcmp(rec.id, cid) != 0)
+		snprintf(cwarn, sizeof cwarn,
+			 "the broker at %s belongs to Kafka cluster %s, not to the recorded %s: relays "
+			 "publish nothing there (outboxctl accept-cluster makes it the recorded one)",
+			 ctl->conf.kafka_brokers, cid, rec.id);
+	for (int r = 0; r < PQntuples(relays); r++)
+		if (!PQgetisnull(relays, r, 11)) {
+			blocked++;
+			fprintf(stderr, "outboxctl: WARNING: relay %s on %s is BLOCKED: %s\n",
+				PQgetvalue(relays, r, 0), PQgetvalue(relays, r, 1),
+				PQgetvalue(relays, r, 11));
+		}
+	if (cwarn[0] != '\0')
+		fprintf(stderr, "outboxctl: WARNING: %s\n", cwarn);
 	if (ctl->json) {
 		json_t *o = json_object();
 		char *s;
@@ -122,6 +148,12 @@ int ctl_status(struct ctl *ctl)
 		json_object_set_new(o, "unsent", json_integer(atoll(PQgetvalue(unsent, 0, 0))));
 		json_object_set_new(o, "oldest_unsent_seconds", json_real(atof(PQgetvalue(unsent, 0, 1))));
 		json_object_set_new(o, "relays", rows_json(relays, relay_cols));
+		json_object_set_new(o, "kafka_cluster",
+				    rec.id[0] == '\0' ? json_null() :
+				    json_pack("{s:s, s:s, s:s}", "cluster_id", rec.id, "accepted_at",
+					      rec.accepted_at, "accepted_by", rec.accepted_by));
+		json_object_set_new(o, "broker_cluster_id", cid[0] ? json_string(cid) : json_null());
+		json_object_set_new(o, "relays_blocked", json_integer(blocked));
 		json_object_set_new(o, "consumers", rows_json(cons, cons_cols));
 		json_object_set_new(o, "consumer_lag", lag >= 0 ? json_integer(lag) : json_null());
 		if (PQntuples(slot) == 1) {
@@ -135,6 +167,13 @@ int ctl_status(struct ctl *ctl)
 		json_object_set_new(o, "warnings", json_array());
 		if (warning[0] != '\0')
 			json_array_append_new(json_object_get(o, "warnings"), json_string(warning));
+		if (cwarn[0] != '\0')
+			json_array_append_new(json_object_get(o, "warnings"), json_string(cwarn));
+		for (int r = 0; r < PQntuples(relays); r++)
+			if (!PQgetisnull(relays, r, 11))
+				json_array_append_new(json_object_get(o, "warnings"),
+						      json_pack("s++", "relay ", PQgetvalue(relays, r, 0),
+								" is blocked on another Kafka cluster"));
 		s = json_dumps(o, JSON_COMPACT);
 		printf("%s\n", s);
 		free(s);
@@ -142,6 +181,12 @@ int ctl_status(struct ctl *ctl)
 	} else {
 		printf("outbox: %s unsent, oldest %s s old\n", PQgetvalue(unsent, 0, 0),
 		       PQgetvalue(unsent, 0, 1));
+		if (rec.id[0] != '\0')
+			printf("kafka cluster: %s (accepted %s by %s); the broker reports %s\n", rec.id,
+			       rec.accepted_at, rec.accepted_by, cid[0] ? cid : "nothing (no answer)");
+		else
+			printf("kafka cluster: none recorded yet (the first relay to publish records "
+			       "its broker's, %s)\n", cid[0] ? cid : "unknown now");
 		printf("relays:\n  %-4s %-16s %-8s %-11s %9s %10s %10s %8s %10s %8s\n", "id", "host", "pid",
 		       "mode", "passes", "published", "acked", "failed", "marked", "updated");
 		for (int r = 0; r < PQntuples(relays); r++)
@@ -150,6 +195,11 @@ int ctl_status(struct ctl *ctl)
 			       PQgetvalue(relays, r, 3), PQgetvalue(relays, r, 4), PQgetvalue(relays, r, 5),
 			       PQgetvalue(relays, r, 6), PQgetvalue(relays, r, 7), PQgetvalue(relays, r, 8),
 			       PQgetvalue(relays, r, 9));
+		for (int r = 0; r < PQntuples(relays); r++)
+			if (!PQgetisnull(relays, r, 11))
+				printf("  RELAY %s ON %s IS BLOCKED ON ANOTHER KAFKA CLUSTER: %s\n",
+				       PQgetvalue(relays, r, 0), PQgetvalue(relays, r, 1),
+				       PQgetvalue(relays, r, 11));
 		printf("consumers:\n  %-4s %-16s %-8s %10s %10s %10s %6s %6s %8s %10s %8s %8s %8s\n",
 		       "id", "host", "pid", "received", "applied", "duplicates", "gaps", "poison",
 		       "retries", "reconnects", "foreign", "for.part", "updated");
@@ -167,6 +217,8 @@ int ctl_status(struct ctl *ctl)
 			       PQgetvalue(slot, 0, 4), PQgetvalue(slot, 0, 5));
 		if (warning[0] != '\0')
 			printf("WARNING: %s\n", warning);
+		if (cwarn[0] != '\0')
+			printf("WARNING: %s\n", cwarn);
 		if (lag >= 0)
 			printf("consumer lag: %lld messages (group %s, topic %s)\n", lag,
 			       ctl->conf.consumer_group, ctl->conf.kafka_topic);

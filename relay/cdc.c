@@ -25,6 +25,14 @@
  *     over (mode switch, fallback) publishes exactly the rows that may not
  *     have been.
  *
+ *  4. Only the recorded Kafka cluster's acknowledgements count (cluster.h):
+ *     the broker's cluster id is asked afresh when a session starts and
+ *     before every mark UPDATE, after the reports it marks. When it is not
+ *     the recorded cluster's, nothing is marked, so nothing past those
+ *     events is confirmed: the session ends, and the next one starts with
+ *     the catch-up poll, which publishes nothing until the recorded cluster
+ *     answers again (or the new one is accepted).
+ *
  * Why exactly one relay streams: the active relay holds a session advisory
  * lock keyed by the slot name on its ordinary connection; standbys try it
  * every CDC_STANDBY_MS. A killed relay's sessions end with it, the lock is
@@ -50,6 +58,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cluster.h"
 #include "crash.h"
 #include "db.h"
 #include "kafka.h"
@@ -73,6 +82,7 @@
 #define CDC_SUMMARY_MS 10000
 #define CDC_BACKOFF_BASE_MS 100
 #define CDC_WAIT_MS 100           /* socket wait slice */
+#define CDC_CLUSTER_MS 5000       /* cluster id check before marking: timeout */
 
 /* One streamed event. row must come first: the delivery report's opaque
  * is &row (publish.c records the outcome there). */
@@ -129,6 +139,7 @@ struct cdc {
 	int64_t status_ms, heartbeat_ms, slot_ms, warn_ms, counters_ms, summary_ms;
 	int64_t summary_published;
 	struct cdc_counters ctr;
+	struct cluster_guard cluster;
 };
 
 enum lead_result {
@@ -193,7 +204,8 @@ static void cdc_counters_flush(struct cdc *x)
 	if (x->db == NULL)
 		return;
 	publish_counters_save(x->db, x->id, x->host, x->leader ? "cdc" : "cdc-standby",
-			      x->started_us, &c);
+			      x->started_us, &c, cluster_seen(&x->cluster),
+			      cluster_mismatch(&x->cluster));
 	x->counters_ms = util_mono_ms();
 }
 
@@ -554,6 +566,29 @@ static bool cdc_mark_send(struct cdc *x, char *err, size_t errlen)
 					x->mark_ids[i]);
 	x->arr[len++] = '}';
 	x->arr[len] = '\0';
+	/* The reports being marked are in: were they the recorded cluster's?
+	 * Anything but a plain yes marks nothing and confirms nothing (point 4). */
+	if (x->pub.rk == NULL) {
+		snprintf(err, errlen, "no producer to check the Kafka cluster with");
+		return false;
+	}
+	switch (cluster_check(&x->cluster, x->db, x->pub.rk, CDC_CLUSTER_MS, err, errlen)) {
+	case CLUSTER_OK:
+		break;
+	case CLUSTER_UNKNOWN: {
+		char why[512];
+
+		snprintf(why, sizeof why, "%s", err);
+		snprintf(err, errlen, "%d acknowledged events not marked sent: the Kafka cluster id "
+			 "could not be checked (%s)", x->nmark, why);
+		return false;
+	}
+	default:
+		snprintf(err, errlen, "%d events acknowledged by a broker that is not on the recorded "
+			 "Kafka cluster %s: not marked sent, nothing confirmed past them", x->nmark,
+			 x->cluster.rec.id);
+		return false;
+	}
 	crash_point("relay.after_publish");
 	params[0] = x->arr;
 	if (!PQsendQueryParams(x->db, SQL_MARK, 1, NULL, params, NULL, NULL, 0)) {
@@ -844,6 +879,17 @@ static enum lead_result cdc_start(struct cdc *x, char *err, size_t errlen)
 		out = LEAD_CONFIG;
 		goto out;
 	}
+	/* Stream nothing to another cluster (a broker that does not answer is
+	 * no reason not to start: the check before each mark decides). The
+	 * producer was created just now, so the recorded cluster coming back
+	 * (CLUSTER_BACK) needs no new one. */
+	if (cluster_check(&x->cluster, x->db, x->pub.rk, CDC_CLUSTER_MS, err, errlen) ==
+	    CLUSTER_OTHER) {
+		snprintf(err, errlen, "the broker is not on the recorded Kafka cluster %s",
+			 x->cluster.rec.id);
+		goto out;
+	}
+	err[0] = '\0';
 	x->session++;
 	snprintf(x->pass_id, sizeof x->pass_id, "%d.%d.cdc%" PRId64, x->id, (int)getpid(),
 		 x->session);
@@ -1116,6 +1162,7 @@ int cdc_run(const struct conf *c, int relay_id, volatile sig_atomic_t *stop,
 	x.log_fd = -1;
 	x.started_us = util_now_us();
 	x.summary_ms = util_mono_ms();
+	cluster_guard_init(&x.cluster, relay_id, c->kafka_brokers);
 	if (gethostname(x.host, sizeof x.host) != 0)
 		snprintf(x.host, sizeof x.host, "localhost");
 	x.host[sizeof x.host - 1] = '\0';

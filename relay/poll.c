@@ -44,6 +44,13 @@
  *     failed and seq 3 was acknowledged, neither is marked, so both go out
  *     again, in order, in a later pass.
  *
+ * Why an acknowledgement counts only from the recorded Kafka cluster: the
+ * pass asks the broker for its cluster id before claiming and again after
+ * the last delivery report, before marking (cluster.h). A pass whose second
+ * answer is not the recorded cluster (or a swap librdkafka saw in between)
+ * rolls back: nothing marked, the producer re-created, the rows go out
+ * again once the recorded cluster answers.
+ *
  * Within a pass, rows are produced in id order (= seq order per aggregate)
  * with key = aggregate_id, by an idempotent producer that keeps
  * per-partition order across its retries.
@@ -60,6 +67,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cluster.h"
 #include "crash.h"
 #include "db.h"
 #include "kafka.h"
@@ -78,6 +86,8 @@
 #define RELAY_SUMMARY_MS 10000    /* info summary period */
 #define RELAY_BACKOFF_BASE_MS 100
 #define RELAY_REPORT_MARGIN_MS 5000
+#define RELAY_CLUSTER_BEFORE_MS 1000 /* cluster id check before a batch (broker down: go on) */
+#define RELAY_CLUSTER_AFTER_MS 5000  /* ... and before marking (no answer: mark nothing) */
 
 /* Claim (READ COMMITTED). Upholds disjointness (SKIP LOCKED) and the
  * one-relay-per-aggregate rule (the advisory lock is taken IN the WHERE
@@ -152,6 +162,8 @@ enum pass_result {
 	PASS_RETRY,     /* something failed (broker, timeouts, SQL): back off */
 	PASS_DB_LOST,   /* the connection is gone: reconnect */
 	PASS_PRODUCER,  /* fatal producer error or lost reports: re-create it */
+	PASS_CLUSTER,   /* the broker is on another Kafka cluster: re-create, back off */
+	PASS_CLUSTER_BACK, /* the recorded cluster is back: re-create, go again */
 };
 
 struct relay {
@@ -170,6 +182,7 @@ struct relay {
 	int64_t max_id;             /* claim only rows with id <= this */
 	int log_fd;
 	struct publish_counters ctr;
+	struct cluster_guard cluster;
 	const char *mode;           /* outboxd_relays.mode */
 	int64_t counters_ms;        /* last outboxd_relays refresh */
 	int64_t summary_ms;
@@ -308,7 +321,8 @@ static void relay_counters_flush(struct relay *r)
 {
 	if (r->conn == NULL || PQtransactionStatus(r->conn) != PQTRANS_IDLE)
 		return;
-	publish_counters_save(r->conn, r->id, r->host, r->mode, r->started_us, &r->ctr);
+	publish_counters_save(r->conn, r->id, r->host, r->mode, r->started_us, &r->ctr,
+			      cluster_seen(&r->cluster), cluster_mismatch(&r->cluster));
 	r->counters_ms = util_mono_ms();
 }
 
@@ -389,6 +403,26 @@ static enum pass_result relay_pass(struct relay *r)
 
 	r->pass_no++;
 	snprintf(pass_id, sizeof pass_id, "%d.%d.%" PRId64, r->id, (int)getpid(), r->pass_no);
+	/* Before the batch: publish nothing to another cluster. A broker that
+	 * does not answer is no reason to stop here (the reports will say);
+	 * the check before marking is the one that decides. */
+	switch (cluster_check(&r->cluster, r->conn, r->pub.rk, RELAY_CLUSTER_BEFORE_MS, err,
+			      sizeof err)) {
+	case CLUSTER_OK:
+		break;
+	case CLUSTER_BACK:
+		out = PASS_CLUSTER_BACK;
+		goto out;
+	case CLUSTER_OTHER:
+		out = PASS_CLUSTER;
+		goto out;
+	case CLUSTER_UNKNOWN:
+		if (db_lost(r->conn))
+			goto db_fail;
+		log_debug("pass %s: Kafka cluster id not checked before the batch: %s", pass_id, err);
+		err[0] = '\0';
+		break;
+	}
 	if (!db_exec(r->conn, "BEGIN", err, sizeof err))
 		goto db_fail;
 	snprintf(limit, sizeof limit, "%d", c->relay_batch_size);
@@ -551,6 +585,30 @@ static enum pass_result relay_pass(struct relay *r)
 		goto db_fail;
 	}
 	if (marked > 0) {
+		/* After the reports, before marking: were they the recorded
+		 * cluster's? (The batch may have gone to a broker swapped in
+		 * since the check above.) Anything but a plain yes marks
+		 * nothing: the rows stay unsent and go out again. */
+		enum cluster_verdict v = cluster_check(&r->cluster, r->conn, r->pub.rk,
+						       RELAY_CLUSTER_AFTER_MS, err, sizeof err);
+
+		if (v != CLUSTER_OK) {
+			if (v == CLUSTER_UNKNOWN && db_lost(r->conn))
+				goto db_fail;
+			if (v == CLUSTER_UNKNOWN)
+				log_warn("pass %s: %d acknowledged events not marked sent: the Kafka "
+					 "cluster id could not be checked (%s); rolled back, they go "
+					 "out again", pass_id, marked, err);
+			else
+				log_error("pass %s: %d events acknowledged by a broker that is not on "
+					  "the recorded Kafka cluster %s: not marked sent, rolled back; "
+					  "they go out again to the recorded cluster", pass_id, marked,
+					  r->cluster.rec.id);
+			relay_rollback(r);
+			out = v == CLUSTER_UNKNOWN ? PASS_RETRY :
+			      v == CLUSTER_BACK ? PASS_CLUSTER_BACK : PASS_CLUSTER;
+			goto out;
+		}
 		params[0] = r->a1.s;
 		res = PQexecPrepared(r->conn, "relay_mark_sent", 1, params, NULL, NULL, 0);
 		if (PQresultStatus(res) != PGRES_COMMAND_OK) {
@@ -697,6 +755,7 @@ static int poll_loop(const struct conf *c, int relay_id, volatile sig_atomic_t *
 	r.cap = c->relay_batch_size;
 	r.started_us = util_now_us();
 	r.summary_ms = util_mono_ms();
+	cluster_guard_init(&r.cluster, relay_id, c->kafka_brokers);
 	if (gethostname(r.host, sizeof r.host) != 0)
 		snprintf(r.host, sizeof r.host, "localhost");
 	r.host[sizeof r.host - 1] = '\0';
@@ -789,6 +848,12 @@ static int poll_loop(const struct conf *c, int relay_id, volatile sig_atomic_t *
 			r.conn = NULL;
 			due = now;
 			break;
+		case PASS_CLUSTER_BACK:
+			publish_close(&r.pub); /* its producer id is the other cluster's */
+			backoff = 0;
+			due = now;
+			break;
+		case PASS_CLUSTER:
 		case PASS_PRODUCER:
 			publish_close(&r.pub);
 			hold = now + util_backoff_next(&backoff, RELAY_BACKOFF_BASE_MS,

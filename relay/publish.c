@@ -125,19 +125,22 @@ void publish_poll(struct publisher *p)
 
 static const char SQL_COUNTERS[] =
 	"INSERT INTO public.outboxd_relays AS r (relay_id, host, pid, mode, started_at, "
-	"    updated_at, passes, published, acked, failed, marked) "
+	"    updated_at, passes, published, acked, failed, marked, cluster_id, cluster_mismatch) "
 	"VALUES ($1::int, $2, $3::int, $4, to_timestamp($5::double precision / 1000000), "
-	"    now(), $6::bigint, $7::bigint, $8::bigint, $9::bigint, $10::bigint) "
+	"    now(), $6::bigint, $7::bigint, $8::bigint, $9::bigint, $10::bigint, $11, $12) "
 	"ON CONFLICT (host, relay_id) DO UPDATE SET pid = EXCLUDED.pid, mode = EXCLUDED.mode, "
 	"    started_at = EXCLUDED.started_at, updated_at = EXCLUDED.updated_at, "
 	"    passes = EXCLUDED.passes, published = EXCLUDED.published, acked = EXCLUDED.acked, "
-	"    failed = EXCLUDED.failed, marked = EXCLUDED.marked";
+	"    failed = EXCLUDED.failed, marked = EXCLUDED.marked, "
+	"    cluster_id = coalesce(EXCLUDED.cluster_id, r.cluster_id), "
+	"    cluster_mismatch = EXCLUDED.cluster_mismatch";
 
 void publish_counters_save(PGconn *conn, int relay_id, const char *host, const char *mode,
-			   int64_t started_us, const struct publish_counters *c)
+			   int64_t started_us, const struct publish_counters *c,
+			   const char *cluster_id, const char *cluster_mismatch)
 {
 	char v[8][32], err[512];
-	const char *params[10];
+	const char *params[12];
 	PGresult *res;
 
 	snprintf(v[0], sizeof v[0], "%d", relay_id);
@@ -154,7 +157,9 @@ void publish_counters_save(PGconn *conn, int relay_id, const char *host, const c
 	params[3] = mode;
 	for (int i = 4; i < 10; i++)
 		params[i] = v[i - 2];
-	res = PQexecParams(conn, SQL_COUNTERS, 10, NULL, params, NULL, NULL, 0);
+	params[10] = cluster_id;
+	params[11] = cluster_mismatch;
+	res = PQexecParams(conn, SQL_COUNTERS, 12, NULL, params, NULL, NULL, 0);
 	if (PQresultStatus(res) != PGRES_COMMAND_OK) {
 		db_error(conn, res, err, sizeof err);
 		log_debug("counters not saved: %s", err);

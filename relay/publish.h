@@ -89,9 +89,12 @@ struct publish_counters {
 };
 
 /* Upsert this relay's row of public.outboxd_relays (outboxctl status), mode
- * "poll", "cdc", ... Failures are logged at debug and ignored: the counters
- * are for humans, the next second tries again. */
+ * "poll", "cdc", ..., with the cluster guard's view: the broker's cluster id
+ * (NULL: none seen yet, the row keeps the last one) and why the relay is
+ * blocked (NULL: it is not). Failures are logged at debug and ignored: the
+ * counters are for humans, the next second tries again. */
 void publish_counters_save(PGconn *conn, int relay_id, const char *host, const char *mode,
-			   int64_t started_us, const struct publish_counters *c);
+			   int64_t started_us, const struct publish_counters *c,
+			   const char *cluster_id, const char *cluster_mismatch);
 
 #endif

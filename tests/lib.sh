@@ -50,7 +50,7 @@ q() { PGOPTIONS='-c client_min_messages=warning' psql -X -q -t -A -v ON_ERROR_ST
 
 # Empty every table of both sides, so a test starts from nothing.
 reset_db() {
-	q "TRUNCATE public.orders, public.outbox, public.outboxd_relays,
+	q "TRUNCATE public.orders, public.outbox, public.outboxd_relays, public.outboxd_kafka_cluster,
 	   sink.inbox, sink.side_effects, sink.order_projection, sink.ordering_audit,
 	   sink.consumers, sink.dead_letters, sink.quarantine, sink.parked RESTART IDENTITY" >/dev/null
 }
