@@ -65,6 +65,7 @@ static long long status_lag(const struct conf *c, char *cid, size_t cidlen, char
 	rd_kafka_t *rk = ctl_lag_open(c, err, errlen);
 	long long lag;
 
+	cid[0] = '\0';
 	if (rk == NULL)
 		return -1;
 	if (!kafka_cluster_id(rk, 5000, cid, cidlen, err, errlen))
