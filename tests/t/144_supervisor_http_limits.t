@@ -38,9 +38,12 @@ truncate -s 300M "$tmp/big"
 code=$(curl -s -o /dev/null -w '%{http_code}' -X POST -H 'Content-Type: application/octet-stream' \
 	-T "$tmp/big" "$url/status")
 is "$code" "413" "a 300 MB POST is refused as too large"
+# Chunked, the size is only known as it arrives: the server answers 413 and
+# closes, which curl may only see as a broken upload (000).
 code=$(head -c 50000000 /dev/zero | curl -s -o /dev/null -w '%{http_code}' -X POST \
 	-H 'Transfer-Encoding: chunked' -T - "$url/status")
-is "$code" "413" "a 50 MB chunked POST is refused as too large"
+case "$code" in 413|000) r=0 ;; *) r=1 ;; esac
+ok $r "a 50 MB chunked POST is refused as too large ($code)"
 after=$(rss)
 cmp_ok "$after" -lt "$((before + 4096))" "RSS stayed flat: $before kB before, $after kB after"
 
