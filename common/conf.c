@@ -8,6 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
+
+#include "db.h"
 
 enum conf_type { CT_STR, CT_INT, CT_BOOL, CT_MODE };
 
@@ -154,6 +157,8 @@ void conf_defaults(struct conf *c)
 			abort(); /* a bad default is a bug */
 }
 
+_Static_assert(NKEYS <= CONF_MAX_KEYS, "raise CONF_MAX_KEYS");
+
 struct conf_parse {
 	struct conf *c;
 	const char *path;
@@ -164,17 +169,76 @@ struct conf_parse {
 	int line;         /* line the reader handed to inih last */
 	FILE *f;
 	char seen[NKEYS];
+	char *buf;        /* the whole current line (getline) */
+	size_t cap;
+	char *long_value; /* the value of a line longer than inih's buffer */
 };
 
-/* inih's reader: fgets that counts lines, since the handler gets none. */
+/* Marks a value that did not fit inih's line buffer: p->long_value has it. */
+#define CONF_LONG_MARK "\x01"
+
+/* A reader error: inih sees the end of the file, conf_load the message. */
+static char *conf_reader_fail(struct conf_parse *p, const char *msg)
+{
+	snprintf(p->err, p->errlen, "%s:%d: %s", p->path, p->line, msg);
+	p->failed = true;
+	p->fail_line = p->line;
+	return NULL;
+}
+
+/* inih's reader: whole lines, counted (the handler gets no line number).
+ * inih's buffer holds 200 bytes; a longer "key = value" line reaches it as
+ * "key = <mark>" and its value waits in p->long_value, so that no line is
+ * ever cut and its tail parsed as a line of its own. */
 static char *conf_reader(char *buf, int size, void *stream)
 {
 	struct conf_parse *p = stream;
-	char *r = fgets(buf, size, p->f);
+	ssize_t n = getline(&p->buf, &p->cap, p->f);
+	char *line = p->buf, *delim, *start;
 
-	if (r != NULL)
-		p->line++;
-	return r;
+	if (n < 0 || p->failed)
+		return NULL;
+	p->line++;
+	if (memchr(line, '\0', (size_t)n) != NULL)
+		return conf_reader_fail(p, "NUL byte in the line");
+	if (n > CONF_MAX_LINE)
+		return conf_reader_fail(p, "line longer than 16384 bytes");
+	if (n < size) {
+		memcpy(buf, line, (size_t)n + 1);
+		return buf;
+	}
+	start = line + strspn(line, " \t");
+	if (*start == ';' || *start == '#') {
+		snprintf(buf, (size_t)size, "#\n"); /* a long comment */
+		return buf;
+	}
+	delim = strpbrk(start, "=:");
+	if (*start == '[' || start != line || delim == NULL)
+		return conf_reader_fail(p, "line too long for anything but \"key = value\"");
+	if (delim - line + 3 > size)
+		return conf_reader_fail(p, "key too long");
+	free(p->long_value);
+	p->long_value = strdup(delim + 1);
+	if (p->long_value == NULL)
+		return conf_reader_fail(p, "out of memory");
+	snprintf(buf, (size_t)size, "%.*s" CONF_LONG_MARK "\n", (int)(delim - line + 1), line);
+	return buf;
+}
+
+/* What inih does to a value, for one that went around it: leading and
+ * trailing blanks off, an inline comment (";" after a blank) cut. */
+static const char *conf_long_value(char *v)
+{
+	char *end;
+
+	v += strspn(v, " \t");
+	for (end = v; *end != '\0'; end++)
+		if (*end == ';' && end > v && (end[-1] == ' ' || end[-1] == '\t'))
+			break;
+	*end = '\0';
+	while (end > v && (end[-1] == ' ' || end[-1] == '\t' || end[-1] == '\n' || end[-1] == '\r'))
+		*--end = '\0';
+	return v;
 }
 
 static int conf_fail(struct conf_parse *p, int line, const char *msg)
@@ -205,12 +269,20 @@ static int conf_line_cb(void *user, const char *section, const char *name,
 		snprintf(msg, sizeof msg, "[%s] %s: expected \"key = value\"", section, name);
 		return conf_fail(p, line, msg);
 	}
+	if (strcmp(value, CONF_LONG_MARK) == 0 && p->long_value != NULL)
+		value = conf_long_value(p->long_value);
 	if (strcmp(section, "kafka") == 0 && strncmp(name, "kafka.", 6) == 0) {
 		struct conf_kafka_prop *kp;
 		rd_kafka_conf_t *probe;
 		char rkerr[256];
 		rd_kafka_conf_res_t res;
 
+		for (int i = 0; i < p->c->kafka_nprops; i++)
+			if (strcmp(p->c->kafka_props[i].name, name + 6) == 0) {
+				snprintf(msg, sizeof msg, "[kafka] %s: set twice (first on line %d)",
+					 name, p->c->kafka_props[i].line);
+				return conf_fail(p, line, msg);
+			}
 		if (p->c->kafka_nprops >= CONF_MAX_KAFKA_PROPS)
 			return conf_fail(p, line, "too many kafka.* properties");
 		if (strlen(name + 6) >= sizeof kp->name || strlen(value) >= sizeof kp->value)
@@ -242,6 +314,7 @@ static int conf_line_cb(void *user, const char *section, const char *name,
 		p->seen[i] = 1;
 		if (!conf_set(p->c, k, value, why, sizeof why))
 			return conf_fail(p, line, why);
+		p->c->key_line[i] = line;
 		return 1;
 	}
 	snprintf(msg, sizeof msg, "[%s] unknown key \"%s\"", section, name);
@@ -261,6 +334,103 @@ static bool conf_env(struct conf *c, const char *var, char *dst, size_t dstlen,
 	}
 	(void)c;
 	memcpy(dst, v, strlen(v) + 1);
+	return true;
+}
+
+/* Keys the environment overrides, and by which variable. */
+static const struct {
+	const char *section, *key, *env;
+} conf_env_keys[] = {
+	{ "database", "conninfo", "OUTBOX_PG" },
+	{ "kafka", "brokers", "OUTBOX_KAFKA" },
+	{ "kafka", "topic", "OUTBOX_TOPIC" },
+	{ "consumer", "group_id", "OUTBOX_GROUP" },
+};
+
+const char *conf_where(const struct conf *c, const char *section, const char *key,
+		       char *buf, size_t buflen)
+{
+	for (size_t i = 0; i < sizeof conf_env_keys / sizeof conf_env_keys[0]; i++) {
+		const char *v = getenv(conf_env_keys[i].env);
+
+		if (strcmp(conf_env_keys[i].section, section) == 0 &&
+		    strcmp(conf_env_keys[i].key, key) == 0 && v != NULL && *v != '\0') {
+			snprintf(buf, buflen, "%s", conf_env_keys[i].env);
+			return buf;
+		}
+	}
+	for (size_t i = 0; i < NKEYS; i++)
+		if (strcmp(conf_keys[i].section, section) == 0 && strcmp(conf_keys[i].name, key) == 0 &&
+		    c->key_line[i] > 0) {
+			snprintf(buf, buflen, "%s:%d", c->path, c->key_line[i]);
+			return buf;
+		}
+	snprintf(buf, buflen, "%s", c->path[0] != '\0' ? c->path : "the defaults");
+	return buf;
+}
+
+/* A Kafka topic name: 1..249 of [a-zA-Z0-9._-], not "." or "..". */
+static bool conf_topic_ok(const char *t, size_t max)
+{
+	size_t n = strlen(t);
+
+	if (n == 0 || n > max || strcmp(t, ".") == 0 || strcmp(t, "..") == 0)
+		return false;
+	return strspn(t, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") == n;
+}
+
+/* A file the process will create: its directory must exist. */
+static bool conf_dir_ok(const char *file)
+{
+	char dir[CONF_STR];
+	const char *slash = strrchr(file, '/');
+	struct stat st;
+
+	if (file[0] == '\0' || slash == NULL)
+		return true;
+	snprintf(dir, sizeof dir, "%.*s", slash == file ? 1 : (int)(slash - file), file);
+	return stat(dir, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+/* What the key table cannot say: values that must make sense together
+ * with the outside (libpq's parser, Kafka's topic rules, the filesystem). */
+static bool conf_check(const struct conf *c, char *err, size_t errlen)
+{
+	char w[CONF_STR + 16], why[512];
+	const char *conninfos[][2] = {
+		{ "database", c->db_conninfo }, { "consumer", c->consumer_conninfo },
+	};
+	const char *files[][3] = {
+		{ "supervisor", "audit_file", c->sup_audit_file },
+		{ "relay", "publish_log", c->relay_publish_log },
+		{ "supervisor", "pid_file", c->sup_pid_file },
+	};
+
+	for (size_t i = 0; i < 2; i++)
+		if (!db_conninfo_check(conninfos[i][1], why, sizeof why)) {
+			snprintf(err, errlen, "%s: [%s] conninfo: %s",
+				 conf_where(c, conninfos[i][0], "conninfo", w, sizeof w),
+				 conninfos[i][0], why);
+			return false;
+		}
+	if (!conf_topic_ok(c->kafka_topic, 249 - 4)) {
+		snprintf(err, errlen, "%s: [kafka] topic \"%s\": a Kafka topic is 1 to 245 of "
+			 "a-z A-Z 0-9 . _ - (245: the dead-letter topic adds \".dlq\")",
+			 conf_where(c, "kafka", "topic", w, sizeof w), c->kafka_topic);
+		return false;
+	}
+	if (c->consumer_group[0] == '\0') {
+		snprintf(err, errlen, "%s: [consumer] group_id is empty",
+			 conf_where(c, "consumer", "group_id", w, sizeof w));
+		return false;
+	}
+	for (size_t i = 0; i < sizeof files / sizeof files[0]; i++)
+		if (!conf_dir_ok(files[i][2])) {
+			snprintf(err, errlen, "%s: [%s] %s \"%s\": its directory does not exist",
+				 conf_where(c, files[i][0], files[i][1], w, sizeof w), files[i][0],
+				 files[i][1], files[i][2]);
+			return false;
+		}
 	return true;
 }
 
@@ -285,6 +455,14 @@ bool conf_load(struct conf *c, const char *path, char *err, size_t errlen)
 			return false;
 		}
 	} else {
+		struct stat st;
+
+		if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
+			snprintf(err, errlen, "%s: not a configuration file (%s)", path,
+				 S_ISDIR(st.st_mode) ? "a directory" : "not a regular file");
+			fclose(f);
+			return false;
+		}
 		memset(&p, 0, sizeof p);
 		p.c = c;
 		p.path = path;
@@ -293,6 +471,8 @@ bool conf_load(struct conf *c, const char *path, char *err, size_t errlen)
 		p.f = f;
 		rc = ini_parse_stream(conf_reader, &p, conf_line_cb, &p);
 		fclose(f);
+		free(p.buf);
+		free(p.long_value);
 		/* Report whichever problem comes first in the file: inih goes on
 		 * past a syntax error, so a later line may have failed too. */
 		if (p.failed && (rc <= 0 || p.fail_line <= rc))
@@ -311,7 +491,7 @@ bool conf_load(struct conf *c, const char *path, char *err, size_t errlen)
 	    !conf_env(c, "OUTBOX_GROUP", c->consumer_group, sizeof c->consumer_group, err, errlen))
 		return false;
 	snprintf(c->kafka_dlq_topic, sizeof c->kafka_dlq_topic, "%s.dlq", c->kafka_topic);
-	return true;
+	return conf_check(c, err, errlen);
 }
 
 const char *conf_sink_conninfo(const struct conf *c)

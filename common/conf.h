@@ -4,7 +4,9 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#define CONF_STR 512
+#define CONF_STR 4096         /* longest value of a string key */
+#define CONF_MAX_LINE 16384   /* longest line of a configuration file */
+#define CONF_MAX_KEYS 64      /* room for the line of every key we own */
 #define CONF_MAX_KAFKA_PROPS 64
 
 enum relay_mode { RELAY_POLL = 0, RELAY_CDC = 1 };
@@ -20,6 +22,7 @@ struct conf_kafka_prop {
  * table); conf_load() fills it from the file, then from the environment. */
 struct conf {
 	char path[CONF_STR];                /* file it came from ("" = defaults) */
+	int key_line[CONF_MAX_KEYS];        /* line each key was set on (0 = default) */
 
 	char db_conninfo[CONF_STR];         /* [database] conninfo */
 
@@ -82,6 +85,12 @@ void conf_defaults(struct conf *c);
  * (or "FILE: message") in err; the caller exits 2. */
 bool conf_load(struct conf *c, const char *path, char *err, size_t errlen)
 	__attribute__((warn_unused_result));
+
+/* Where [section] key was set, for an error found after loading:
+ * "FILE:LINE" (or "FILE" / "the default" when it was not set there, the
+ * environment variable's name when that overrode it). */
+const char *conf_where(const struct conf *c, const char *section, const char *key,
+		       char *buf, size_t buflen);
 
 /* The conninfo the consumer's side (schema sink) uses. */
 const char *conf_sink_conninfo(const struct conf *c);

@@ -97,6 +97,36 @@ bool crash_parse(const char *spec, char *err, size_t errlen)
 	return crash_parse_list(spec, false, "OUTBOX_CRASH", err, errlen);
 }
 
+/* Every crash point in the product; OUTBOX_CRASH and OUTBOX_PAUSE name
+ * only these (a misspelt point would arm nothing, silently). */
+static const char *const crash_points[] = {
+	"orders.before_commit", "orders.after_commit", "relay.after_claim",
+	"relay.after_publish", "relay.after_mark", "consumer.after_apply",
+	"consumer.after_commit", "consumer.after_dlq_publish", "consumer.after_dead_letter",
+};
+
+static bool crash_known(const char *what, char *err, size_t errlen)
+{
+	for (int i = 0; i < crash_count; i++) {
+		bool known = false;
+
+		for (size_t k = 0; k < sizeof crash_points / sizeof crash_points[0]; k++)
+			known = known || strcmp(crash_table[i].name, crash_points[k]) == 0;
+		if (!known) {
+			int n = snprintf(err, errlen, "%s: unknown crash point \"%s\" (points:", what,
+					 crash_table[i].name);
+
+			for (size_t k = 0; k < sizeof crash_points / sizeof crash_points[0]; k++)
+				if (n >= 0 && (size_t)n < errlen)
+					n += snprintf(err + n, errlen - (size_t)n, " %s", crash_points[k]);
+			if (n >= 0 && (size_t)n < errlen)
+				snprintf(err + n, errlen - (size_t)n, ")");
+			return false;
+		}
+	}
+	return true;
+}
+
 bool crash_setup(char *err, size_t errlen)
 {
 	const char *spec = getenv("OUTBOX_CRASH");
@@ -130,9 +160,11 @@ bool crash_setup(char *err, size_t errlen)
 	}
 	if (crash_rng == 0)
 		crash_rng = 1;
-	if (spec != NULL && !crash_parse_list(spec, false, "OUTBOX_CRASH", err, errlen))
+	if (spec != NULL && (!crash_parse_list(spec, false, "OUTBOX_CRASH", err, errlen) ||
+			     !crash_known("OUTBOX_CRASH", err, errlen)))
 		return false;
-	if (pause != NULL && !crash_parse_list(pause, true, "OUTBOX_PAUSE", err, errlen))
+	if (pause != NULL && (!crash_parse_list(pause, true, "OUTBOX_PAUSE", err, errlen) ||
+			      !crash_known("OUTBOX_PAUSE", err, errlen)))
 		return false;
 	return true;
 }

@@ -90,24 +90,33 @@ static bool self_dir(char *out, size_t outlen)
  * configuration). */
 static bool validate(const struct conf *c, struct proc_exec *x, char *err, size_t errlen)
 {
-	char host[128], path[1100];
+	char host[128], path[CONF_STR + 32], why[512], w[CONF_STR + 16];
 	const char *names[] = { "outbox-relay", "outbox-consumer" };
 	bool enabled;
 	int port;
 
-	if (!http_parse_listen(c->sup_http_listen, &enabled, host, sizeof host, &port, err,
-			       errlen))
+	if (!http_parse_listen(c->sup_http_listen, &enabled, host, sizeof host, &port, why,
+			       sizeof why)) {
+		snprintf(err, errlen, "%s: [supervisor] %s",
+			 conf_where(c, "supervisor", "http_listen", w, sizeof w), why);
 		return false;
-	if (c->sup_bin_dir[0] != '\0')
+	}
+	if (c->sup_bin_dir[0] != '\0' && strlen(c->sup_bin_dir) < sizeof x->bin_dir)
 		snprintf(x->bin_dir, sizeof x->bin_dir, "%s", c->sup_bin_dir);
-	else if (!self_dir(x->bin_dir, sizeof x->bin_dir)) {
-		snprintf(err, errlen, "cannot find outboxd's own directory; set [supervisor] bin_dir");
+	else if (c->sup_bin_dir[0] != '\0') {
+		snprintf(err, errlen, "%s: [supervisor] bin_dir: longer than %zu bytes",
+			 conf_where(c, "supervisor", "bin_dir", w, sizeof w), sizeof x->bin_dir - 1);
+		return false;
+	} else if (!self_dir(x->bin_dir, sizeof x->bin_dir)) {
+		snprintf(err, errlen, "%s: cannot find outboxd's own directory; set [supervisor] "
+			 "bin_dir", conf_where(c, "supervisor", "bin_dir", w, sizeof w));
 		return false;
 	}
 	for (size_t i = 0; i < 2; i++) {
 		snprintf(path, sizeof path, "%s/%s", x->bin_dir, names[i]);
 		if (access(path, X_OK) != 0) {
-			snprintf(err, errlen, "worker binary %s: %s (see [supervisor] bin_dir)", path,
+			snprintf(err, errlen, "%s: [supervisor] bin_dir: worker binary %s: %s",
+				 conf_where(c, "supervisor", "bin_dir", w, sizeof w), path,
 				 strerror(errno));
 			return false;
 		}
@@ -472,8 +481,7 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	if (!validate(&sup.cfg, &sup.exec, err, sizeof err)) {
-		fprintf(stderr, "%s: %s\n",
-			sup.cfg.path[0] != '\0' ? sup.cfg.path : "outboxd", err);
+		fprintf(stderr, "%s\n", err);
 		return 2;
 	}
 	if (check_only) {

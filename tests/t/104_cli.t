@@ -44,5 +44,12 @@ is "$?" "2" "outboxctl with an unknown subcommand exits 2"
 is "$?" "2" "a missing explicit config file exits 2"
 OUTBOX_CRASH=bogus "$BIN/orders" --mode outbox --orders 1 >/dev/null 2>&1
 is "$?" "2" "a malformed OUTBOX_CRASH exits 2"
+err=$(OUTBOX_CRASH=relay.aftr_mark:0.5 "$BIN/outbox-relay" --id 0 2>&1 >/dev/null); rc=$?
+is "$rc" "2" "an unknown OUTBOX_CRASH point exits 2"
+case "$err" in *'unknown crash point "relay.aftr_mark"'*relay.after_mark*) r=0 ;; *) r=1 ;; esac
+ok $r "and the error names it and the points there are"
+[ $r = 0 ] || diag "$err"
+err=$(OUTBOX_PAUSE=consumer.nowhere:100 "$BIN/outbox-consumer" --id 0 2>&1 >/dev/null); rc=$?
+is "$rc" "2" "an unknown OUTBOX_PAUSE point exits 2"
 rm -f "$bad"
 done_testing
