@@ -26,7 +26,7 @@ static int first_crash(const char *seed, const char *salt)
 		char err[256];
 
 		close(fd[0]);
-		setenv("OUTBOX_CRASH", "t.half:0.5", 1);
+		setenv("OUTBOX_CRASH", "relay.after_claim:0.5", 1);
 		setenv("OUTBOX_CRASH_SEED", seed, 1);
 		if (salt != NULL)
 			setenv("OUTBOX_CRASH_SALT", salt, 1);
@@ -37,7 +37,7 @@ static int first_crash(const char *seed, const char *salt)
 		for (unsigned char i = 0; i < 64; i++) {
 			if (write(fd[1], &i, 1) != 1)
 				_exit(3);
-			crash_point("t.half");
+			crash_point("relay.after_claim");
 		}
 		_exit(0);
 	}
@@ -71,15 +71,15 @@ int main(void)
 
 	/* A point armed at 1 kills the process with the crash exit code, and
 	 * writes its name to OUTBOX_CRASH_LOG first. */
-	setenv("OUTBOX_CRASH", "t.point:1", 1);
+	setenv("OUTBOX_CRASH", "relay.after_mark:1", 1);
 	setenv("OUTBOX_CRASH_LOG", "/tmp/outboxd-crash-test.log", 1);
 	unlink("/tmp/outboxd-crash-test.log");
 	pid = fork();
 	if (pid == 0) {
 		if (!crash_setup(err, sizeof err))
 			_exit(3);
-		crash_point("t.other");
-		crash_point("t.point");
+		crash_point("relay.after_publish");
+		crash_point("relay.after_mark");
 		_exit(0);
 	}
 	waitpid(pid, &status, 0);
@@ -90,7 +90,7 @@ int main(void)
 		char line[64] = "";
 
 		ok(f != NULL && fgets(line, sizeof line, f) != NULL, "crash log written");
-		is_str(line, "t.point\n", "crash log names the point");
+		is_str(line, "relay.after_mark\n", "crash log names the point");
 		if (f)
 			fclose(f);
 	}
@@ -98,7 +98,7 @@ int main(void)
 	unsetenv("OUTBOX_CRASH_LOG");
 
 	/* With probability 0.3, about 30% of 2000 draws crash. */
-	setenv("OUTBOX_CRASH", "t.p:0.3", 1);
+	setenv("OUTBOX_CRASH", "consumer.after_apply:0.3", 1);
 	setenv("OUTBOX_CRASH_SEED", "42", 1);
 	for (int i = 0; i < 2000; i++) {
 		pid = fork();
@@ -109,7 +109,7 @@ int main(void)
 			setenv("OUTBOX_CRASH_SEED", s, 1);
 			if (!crash_setup(err, sizeof err))
 				_exit(3);
-			crash_point("t.p");
+			crash_point("consumer.after_apply");
 			_exit(0);
 		}
 		waitpid(pid, &status, 0);
