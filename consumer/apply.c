@@ -88,6 +88,25 @@ static const char SQL_APPLY[] =
 	"  AND got_seq <= $3::bigint + 1 "
 	"RETURNING expected_seq, got_seq, " TS_UTC("healed_at");
 
+/* A gap's event, held (see sql/009_sink_held.sql) under the projection
+ * lock, which the apply of the event before it takes too. */
+static const char SQL_HOLD[] =
+	"INSERT INTO sink.held (aggregate_id, aggregate_seq, event_id, event_type, status, "
+	"  total_cents, topic, kafka_partition, kafka_offset, consumer_id) "
+	"VALUES ($1, $2::bigint, $3::uuid, $4, $5, $6::bigint, $7, $8::int, $9::bigint, $10::int) "
+	"ON CONFLICT (event_id) DO NOTHING";
+
+static const char SQL_INBOX_UNDO[] = "DELETE FROM sink.inbox WHERE event_id = $1::uuid";
+
+/* The held event that comes next (the first held of that seq), taken out;
+ * held rows the order has passed (redeliveries, copies) go with it. */
+static const char SQL_HELD_NEXT[] =
+	"WITH stale AS (DELETE FROM sink.held WHERE aggregate_id = $1 AND aggregate_seq < $2::bigint), "
+	"n AS (DELETE FROM sink.held WHERE id = (SELECT id FROM sink.held WHERE aggregate_id = $1 "
+	"    AND aggregate_seq = $2::bigint ORDER BY id LIMIT 1) "
+	"  RETURNING event_id, event_type, status, total_cents, kafka_partition, kafka_offset) "
+	"SELECT event_id, event_type, status, total_cents, kafka_partition, kafka_offset FROM n";
+
 /* An audit row (duplicate, poison). expected_seq NULL means "one past the
  * order's current high-water mark". */
 static const char SQL_AUDIT[] =
@@ -130,7 +149,8 @@ static const struct {
 	{ "c_inbox", SQL_INBOX },   { "c_lock", SQL_LOCK }, { "c_proj_new", SQL_PROJ_NEW },
 	{ "c_apply", SQL_APPLY },   { "c_audit", SQL_AUDIT }, { "c_gap", SQL_GAP },
 	{ "c_report", SQL_REPORT }, { "c_park", SQL_PARK }, { "c_dead", SQL_DEAD },
-	{ "c_quarantine", SQL_QUARANTINE },
+	{ "c_quarantine", SQL_QUARANTINE }, { "c_hold", SQL_HOLD },
+	{ "c_inbox_undo", SQL_INBOX_UNDO }, { "c_held_next", SQL_HELD_NEXT },
 };
 
 struct apply {
@@ -142,6 +162,7 @@ struct apply {
 	char host[256];
 	bool async_commit;
 	bool release;    /* outboxctl dlq: apply to quarantined orders */
+	int held_applied; /* by the last apply_event, after its own event */
 };
 
 /* ---------------------------------------------------------------- parsing */
@@ -444,6 +465,21 @@ static void rollback(struct apply *a)
 	}
 }
 
+/* COMMIT; false with the message and SQLSTATE (the outcome is unknown if
+ * the connection died: a retry finds the inbox row if it did commit). */
+static bool commit(struct apply *a, char state[6], char *err, size_t errlen)
+{
+	PGresult *res = PQexec(a->conn, "COMMIT");
+	bool ok = PQresultStatus(res) == PGRES_COMMAND_OK;
+
+	if (!ok) {
+		db_error(a->conn, res, err, errlen);
+		snprintf(state, 6, "%s", db_sqlstate(res));
+	}
+	PQclear(res);
+	return ok;
+}
+
 static void write_audit(struct apply *a, const struct audit_line *l)
 {
 	char err[256];
@@ -543,15 +579,124 @@ static enum apply_result gap_row(struct apply *a, const struct apply_msg *m, int
 	return APPLY_GAP;
 }
 
+/* Hold a gap's event instead of its inbox row (same transaction). */
+static bool hold(struct apply *a, const struct apply_msg *m, const char *const v[4],
+		 char state[6], char *err, size_t errlen)
+{
+	const char *p_eid[1] = { m->event_id };
+	const char *params[10] = {
+		m->aggregate_id, v[0], m->event_id, m->event_type,
+		m->status[0] ? m->status : NULL, m->has_total ? v[3] : NULL,
+		m->topic, v[1], v[2], a->consumer_id_s,
+	};
+	PGresult *res = run(a, "c_inbox_undo", 1, p_eid, PGRES_COMMAND_OK, state, err, errlen);
+
+	if (res == NULL)
+		return false;
+	PQclear(res);
+	res = run(a, "c_hold", 10, params, PGRES_COMMAND_OK, state, err, errlen);
+	PQclear(res);
+	return res != NULL;
+}
+
+/* After the apply of seq next - 1, in its transaction: apply the held
+ * events that follow it, in seq order, each with its inbox row. Their
+ * healed-gap results go to *healed (*n of them; the caller clears them). */
+static bool drain_held(struct apply *a, const char *agg, int64_t next, PGresult ***healed,
+		       int *n, char state[6], char *err, size_t errlen)
+{
+	for (;;) {
+		char seq_s[24];
+		const char *p[2] = { agg, seq_s };
+		PGresult *res, *r, **grown;
+		bool fresh;
+
+		snprintf(seq_s, sizeof seq_s, "%" PRId64, next);
+		res = run(a, "c_held_next", 2, p, PGRES_TUPLES_OK, state, err, errlen);
+		if (res == NULL)
+			return false;
+		if (PQntuples(res) == 0) {
+			PQclear(res);
+			return true;
+		}
+		{
+			const char *p_eid[1] = { PQgetvalue(res, 0, 0) };
+
+			r = run(a, "c_inbox", 1, p_eid, PGRES_COMMAND_OK, state, err, errlen);
+		}
+		if (r == NULL) {
+			PQclear(res);
+			return false;
+		}
+		fresh = strcmp(PQcmdTuples(r), "1") == 0;
+		PQclear(r);
+		if (!fresh) { /* applied already under another seq: drop the copy */
+			PQclear(res);
+			continue;
+		}
+		{
+			const char *params[9] = {
+				PQgetvalue(res, 0, 0), agg, seq_s, PQgetvalue(res, 0, 1),
+				a->consumer_id_s, PQgetvalue(res, 0, 4), PQgetvalue(res, 0, 5),
+				PQgetisnull(res, 0, 2) ? NULL : PQgetvalue(res, 0, 2),
+				PQgetisnull(res, 0, 3) ? NULL : PQgetvalue(res, 0, 3),
+			};
+
+			r = run(a, "c_apply", 9, params, PGRES_TUPLES_OK, state, err, errlen);
+		}
+		PQclear(res);
+		if (r == NULL)
+			return false;
+		grown = realloc(*healed, (size_t)(*n + 1) * sizeof *grown);
+		if (grown == NULL) {
+			PQclear(r);
+			snprintf(err, errlen, "out of memory");
+			return false;
+		}
+		*healed = grown;
+		(*healed)[(*n)++] = r;
+		a->held_applied++;
+		next++;
+	}
+}
+
+/* The audit lines of the gaps an apply (of seq) healed. */
+static void write_healed(struct apply *a, const struct apply_msg *m, const PGresult *healed,
+			 int64_t seq)
+{
+	for (int i = 0; i < PQntuples(healed); i++) {
+		struct audit_line l = {
+			.detected_at = PQgetvalue(healed, i, 2), .kind = "gap_healed",
+			.aggregate_id = m->aggregate_id,
+			.expected_seq = strtoll(PQgetvalue(healed, i, 0), NULL, 10),
+			.got_seq = strtoll(PQgetvalue(healed, i, 1), NULL, 10),
+			.event_id = m->event_id, .consumer_id = a->consumer_id,
+			.kafka_partition = m->partition, .kafka_offset = m->offset,
+		};
+
+		write_audit(a, &l);
+		log_info("gap healed: order %s expected %" PRId64 " got %" PRId64
+			 " (closed by seq %" PRId64 ")", m->aggregate_id, l.expected_seq,
+			 l.got_seq, seq);
+	}
+}
+
+int apply_held_applied(const struct apply *a)
+{
+	return a->held_applied;
+}
+
 enum apply_result apply_event(struct apply *a, const struct apply_msg *m, char *err, size_t errlen)
 {
 	char seq_s[24], part_s[16], off_s[24], total_s[24], state[6] = "";
 	const char *p_eid[1] = { m->event_id };
 	const char *p_agg[1] = { m->aggregate_id };
-	PGresult *res = NULL, *healed = NULL;
+	PGresult *res = NULL, *healed = NULL, **held = NULL;
 	bool quarantined;
 	int64_t last;
+	int nheld = 0;
 
+	a->held_applied = 0;
 	if (apply_lost(a)) {
 		snprintf(err, errlen, "not connected");
 		return APPLY_RETRY;
@@ -612,13 +757,9 @@ enum apply_result apply_event(struct apply *a, const struct apply_msg *m, char *
 			goto fail;
 		parked = strcmp(PQcmdTuples(res), "1") == 0;
 		PQclear(res);
-		res = PQexec(a->conn, "COMMIT");
-		if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-			db_error(a->conn, res, err, errlen);
-			snprintf(state, sizeof state, "%s", db_sqlstate(res));
+		res = NULL;
+		if (!commit(a, state, err, errlen))
 			goto fail;
-		}
-		PQclear(res);
 		if (!parked)
 			return audit_row(a, m, "duplicate", last + 1,
 					 "already parked or dead-lettered", true, err, errlen);
@@ -644,8 +785,13 @@ enum apply_result apply_event(struct apply *a, const struct apply_msg *m, char *
 				 err, errlen);
 	}
 	if (m->seq > last + 1) {
-		/* Not applied and not in the inbox: it applies when it comes again. */
-		rollback(a);
+		/* Not applied: held until the event before it is (drain_held). */
+		const char *v[4] = { seq_s, part_s, off_s, total_s };
+
+		if (!hold(a, m, v, state, err, errlen))
+			goto fail;
+		if (!commit(a, state, err, errlen))
+			goto fail;
 		return gap_row(a, m, last + 1, err, errlen);
 	}
 
@@ -660,39 +806,31 @@ enum apply_result apply_event(struct apply *a, const struct apply_msg *m, char *
 		if (healed == NULL)
 			goto fail;
 	}
-	crash_point("consumer.after_apply");
-	res = PQexec(a->conn, "COMMIT");
-	if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-		/* Outcome unknown if the connection died: the retry finds the inbox
-		 * row if it did commit. */
-		db_error(a->conn, res, err, errlen);
-		snprintf(state, sizeof state, "%s", db_sqlstate(res));
+	if (!drain_held(a, m->aggregate_id, m->seq + 1, &held, &nheld, state, err, errlen))
 		goto fail;
-	}
-	PQclear(res);
-	res = NULL;
+	crash_point("consumer.after_apply");
+	if (!commit(a, state, err, errlen))
+		goto fail;
 	crash_point("consumer.after_commit");
-	for (int i = 0; i < PQntuples(healed); i++) {
-		struct audit_line l = {
-			.detected_at = PQgetvalue(healed, i, 2), .kind = "gap_healed",
-			.aggregate_id = m->aggregate_id,
-			.expected_seq = strtoll(PQgetvalue(healed, i, 0), NULL, 10),
-			.got_seq = strtoll(PQgetvalue(healed, i, 1), NULL, 10),
-			.event_id = m->event_id, .consumer_id = a->consumer_id,
-			.kafka_partition = m->partition, .kafka_offset = m->offset,
-		};
-
-		write_audit(a, &l);
-		log_info("gap healed: order %s expected %" PRId64 " got %" PRId64
-			 " (closed by seq %" PRId64 ")", m->aggregate_id, l.expected_seq,
-			 l.got_seq, m->seq);
-	}
+	write_healed(a, m, healed, m->seq);
 	PQclear(healed);
+	for (int i = 0; i < nheld; i++) {
+		write_healed(a, m, held[i], m->seq + 1 + i);
+		PQclear(held[i]);
+	}
+	free(held);
+	if (nheld > 0)
+		log_info("order %s: %d held event(s) after seq %" PRId64 " applied", m->aggregate_id,
+			 nheld, m->seq);
 	return APPLY_APPLIED;
 
 fail:
 	PQclear(res);
 	PQclear(healed);
+	for (int i = 0; i < nheld; i++)
+		PQclear(held[i]);
+	free(held);
+	a->held_applied = 0;
 	rollback(a);
 	if (transient(a->conn, state))
 		return APPLY_RETRY;

@@ -31,7 +31,7 @@ struct apply_msg {
 enum apply_result {
 	APPLY_APPLIED,     /* side effect committed */
 	APPLY_DUPLICATE,   /* seen before (inbox) or stale seq: nothing applied */
-	APPLY_GAP,         /* seq beyond last_seq + 1: nothing applied, gap audited */
+	APPLY_GAP,         /* seq beyond last_seq + 1: held in sink.held, gap audited */
 	APPLY_POISON,      /* unusable message: audited, nothing applied */
 	APPLY_RETRY,       /* transient database error: retry the same message */
 	APPLY_FAILED,      /* permanent database error (not the message's fault) */
@@ -112,6 +112,10 @@ bool apply_connect(struct apply *a, volatile sig_atomic_t *stop)
  * why on RETRY/REJECTED/FAILED. */
 enum apply_result apply_event(struct apply *a, const struct apply_msg *m, char *err, size_t errlen)
 	__attribute__((warn_unused_result));
+
+/* How many held events (sink.held) the last apply_event applied after its
+ * own event, in its transaction. */
+int apply_held_applied(const struct apply *a);
 
 /* Record a message that apply_parse rejected (or that the database refused
  * as data) as kind 'poison' with detail. APPLY_POISON, APPLY_RETRY or

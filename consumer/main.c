@@ -597,7 +597,7 @@ static enum handled handle(rd_kafka_t *rk, const rd_kafka_message_t *rkm)
 		log_info("[%" PRId32 "] offset %" PRId64 ": done after %d transient and %d other "
 			 "failures", m.partition, m.offset, attempts, failures);
 	switch (r) {
-	case APPLY_APPLIED: counters.applied++; break;
+	case APPLY_APPLIED: counters.applied += 1 + apply_held_applied(ap); break;
 	case APPLY_DUPLICATE:
 		counters.duplicates++;
 		log_debug("duplicate: order %s seq %" PRId64 " event %s", m.aggregate_id, m.seq,

@@ -52,7 +52,7 @@ q() { PGOPTIONS='-c client_min_messages=warning' psql -X -q -t -A -v ON_ERROR_ST
 reset_db() {
 	q "TRUNCATE public.orders, public.outbox, public.outboxd_relays, public.outboxd_kafka_cluster,
 	   sink.inbox, sink.side_effects, sink.order_projection, sink.ordering_audit,
-	   sink.consumers, sink.dead_letters, sink.quarantine, sink.parked RESTART IDENTITY" >/dev/null
+	   sink.consumers, sink.dead_letters, sink.quarantine, sink.parked, sink.held RESTART IDENTITY" >/dev/null
 }
 
 # A topic and consumer group of this test's own, so tests never see each

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Consumer dedupe and ordering: one order's events fed by hand with kcat:
 # seq 1, 2, 2 again (same event id: inbox duplicate), 1 with a new event id
-# (stale seq), 4 (gap: 3 expected), 3, 4 again. Exactly 1, 2, 3, 4 apply,
-# once each and in that order; the gap is audited and healed; the two
-# duplicates are audited; offsets are committed (a restart re-applies nothing).
+# (stale seq), 4 (gap: 3 expected; held), 3 (applied, then the held 4), 4
+# again. Exactly 1, 2, 3, 4 apply, once each and in that order; the gap is
+# audited and healed; the three duplicates are audited; offsets are
+# committed (a restart re-applies nothing).
 . "$(dirname "$0")/../lib.sh"
 
 services_up
@@ -80,10 +81,11 @@ is "$(q "SELECT aggregate_id, expected_seq, got_seq, event_id, consumer_id, kafk
 is "$(q "SELECT string_agg(expected_seq || ':' || got_seq || ':' || event_id || ':' || kafka_offset,
                 ' ' ORDER BY id)
          FROM sink.ordering_audit WHERE kind = 'duplicate'")" \
-	"3:2:$E2:2 3:1:$E5:3" "duplicate rows: the repeated event id and the stale seq"
-is "$(q "SELECT count(*) FROM sink.ordering_audit")" "3" "no other audit rows"
+	"3:2:$E2:2 3:1:$E5:3 5:4:$E4:6" \
+	"duplicate rows: the repeated event id, the stale seq, and 4 again (applied from hold)"
+is "$(q "SELECT count(*) FROM sink.ordering_audit")" "4" "no other audit rows"
 
-is "$(jq -r '.kind' "$audit" 2>/dev/null | tr '\n' ' ')" "duplicate duplicate gap gap_healed " \
+is "$(jq -r '.kind' "$audit" 2>/dev/null | tr '\n' ' ')" "duplicate duplicate gap gap_healed duplicate " \
 	"audit file: one JSON line per audit record, in order"
 is "$(jq -r 'select(.kind == "gap") | [.aggregate_id, .expected_seq, .got_seq, .event_id,
 	.consumer_id, .kafka_offset, (.kafka_partition | type),
@@ -94,9 +96,9 @@ is "$(jq -r 'select(.kind == "gap_healed") | [.aggregate_id, .expected_seq, .got
 	"$order|3|4|$E3" "audit file: the gap_healed line names the gap and the event that closed it"
 is "$(jq -r 'select(.kind == "duplicate") | [.expected_seq, .got_seq, .event_id]
 	| map(tostring) | join("|")' "$audit" 2>/dev/null | tr '\n' ' ')" \
-	"3|2|$E2 3|1|$E5 " "audit file: both duplicates"
+	"3|2|$E2 3|1|$E5 5|4|$E4 " "audit file: the three duplicates"
 is "$(q "SELECT received, applied, duplicates, gaps, poison FROM sink.consumers
-         WHERE consumer_id = 0")" "7|4|2|1|0" "sink.consumers counters"
+         WHERE consumer_id = 0")" "7|4|3|1|0" "sink.consumers counters"
 
 # Restart: the committed offsets mean nothing is delivered again; a new
 # event (seq 5) is the only thing this run receives.
