@@ -3,7 +3,11 @@
  * committed: every (order, seq) with seq <= orders.version, i.e. every event
  *   the business side committed, whichever mode wrote it;
  * applied: distinct (order, seq) with a side_effects row;
- * lost: committed events with no side_effects row;
+ * lost: committed events with no side_effects row (of the outbox row's
+ *   event id, where the outbox still has the row: an event applied under
+ *   another event's id and seq does not count);
+ * wrong_event_applied: side_effects rows whose (order, seq) belongs to
+ *   another event id in the outbox (a forged or foreign message);
  * double_applied: (order, seq) with more than one side_effects row;
  * out_of_order: side_effects rows whose seq differs from their position in
  *   that order's application order (1, 2, 3 ...);
@@ -21,8 +25,10 @@
 
 static const char SQL_VERIFY[] =
 	"WITH committed AS ("
-	"  SELECT o.id::text AS aggregate_id, s.seq"
+	"  SELECT o.id::text AS aggregate_id, s.seq, x.event_id"
 	"  FROM public.orders o CROSS JOIN LATERAL generate_series(1, o.version) AS s(seq)"
+	"  LEFT JOIN public.outbox x ON x.aggregate_type = 'order'"
+	"    AND x.aggregate_id = o.id::text AND x.aggregate_seq = s.seq"
 	"), applied AS ("
 	"  SELECT aggregate_id, aggregate_seq, count(*) AS n"
 	"  FROM sink.side_effects GROUP BY aggregate_id, aggregate_seq"
@@ -33,22 +39,26 @@ static const char SQL_VERIFY[] =
 	") SELECT"
 	" (SELECT count(*) FROM committed),"
 	" (SELECT count(*) FROM applied),"
-	" (SELECT count(*) FROM committed c LEFT JOIN applied a"
-	"   ON a.aggregate_id = c.aggregate_id AND a.aggregate_seq = c.seq WHERE a.n IS NULL),"
+	" (SELECT count(*) FROM committed c WHERE NOT EXISTS (SELECT 1 FROM sink.side_effects e"
+	"   WHERE e.aggregate_id = c.aggregate_id AND e.aggregate_seq = c.seq"
+	"     AND (c.event_id IS NULL OR e.event_id = c.event_id))),"
 	" (SELECT count(*) FROM applied WHERE n > 1),"
 	" (SELECT count(*) FROM ord WHERE aggregate_seq <> pos),"
 	" (SELECT count(*) FROM sink.ordering_audit WHERE kind = 'gap' AND healed_at IS NULL),"
 	" (SELECT count(*) FROM sink.ordering_audit WHERE kind = 'gap' AND healed_at IS NOT NULL),"
 	" (SELECT count(*) FROM sink.ordering_audit WHERE kind = 'duplicate'),"
 	" (SELECT count(*) FROM public.outbox),"
-	" (SELECT count(*) FROM public.outbox WHERE sent_at IS NULL)";
+	" (SELECT count(*) FROM public.outbox WHERE sent_at IS NULL),"
+	" (SELECT count(*) FROM committed c JOIN sink.side_effects e"
+	"   ON e.aggregate_id = c.aggregate_id AND e.aggregate_seq = c.seq"
+	"   WHERE c.event_id IS NOT NULL AND e.event_id <> c.event_id)";
 
 enum { V_COMMITTED, V_APPLIED, V_LOST, V_DOUBLE, V_OOO, V_OPEN, V_HEALED, V_DUPS,
-       V_OUTBOX, V_UNSENT, V_N };
+       V_OUTBOX, V_UNSENT, V_WRONG, V_N };
 
 static const char *const v_names[V_N] = {
 	"committed", "applied", "lost", "double_applied", "out_of_order", "open_gaps",
-	"healed_gaps", "duplicates_delivered", "outbox_rows", "unsent",
+	"healed_gaps", "duplicates_delivered", "outbox_rows", "unsent", "wrong_event_applied",
 };
 
 static bool verify_measure(PGconn *conn, long long v[V_N])
