@@ -172,6 +172,7 @@ struct conf_parse {
 	char *buf;        /* the whole current line (getline) */
 	size_t cap;
 	char *long_value; /* the value of a line longer than inih's buffer */
+	int long_line;    /* ... on this line */
 };
 
 /* Marks a value that did not fit inih's line buffer: p->long_value has it. */
@@ -221,6 +222,7 @@ static char *conf_reader(char *buf, int size, void *stream)
 	p->long_value = strdup(delim + 1);
 	if (p->long_value == NULL)
 		return conf_reader_fail(p, "out of memory");
+	p->long_line = p->line;
 	snprintf(buf, (size_t)size, "%.*s" CONF_LONG_MARK "\n", (int)(delim - line + 1), line);
 	return buf;
 }
@@ -269,7 +271,7 @@ static int conf_line_cb(void *user, const char *section, const char *name,
 		snprintf(msg, sizeof msg, "[%s] %s: expected \"key = value\"", section, name);
 		return conf_fail(p, line, msg);
 	}
-	if (strcmp(value, CONF_LONG_MARK) == 0 && p->long_value != NULL)
+	if (line == p->long_line && strcmp(value, CONF_LONG_MARK) == 0 && p->long_value != NULL)
 		value = conf_long_value(p->long_value);
 	if (strcmp(section, "kafka") == 0 && strncmp(name, "kafka.", 6) == 0) {
 		struct conf_kafka_prop *kp;
