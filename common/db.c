@@ -69,7 +69,8 @@ void db_conninfo_masked(const char *conninfo, char *out, size_t outlen)
 		if (o > 0)
 			db_put(out, outlen, &o, " ");
 		db_put(out, outlen, &o, p->keyword);
-		if (strcmp(p->keyword, "password") == 0) {
+		/* libpq marks its secrets ("*": password, sslpassword). */
+		if (strchr(p->dispchar, '*') != NULL || strstr(p->keyword, "password") != NULL) {
 			db_put(out, outlen, &o, "=****");
 			continue;
 		}

@@ -37,6 +37,7 @@ int main(void)
 	hidden("postgresql://alice:p%40ss%20w0rd@db/x", "w0rd", "URI userinfo with %-escapes");
 	hidden("postgresql://db/x?password=Sup3r%20S3cret&user=a", "S3cret", "URI ?password=");
 	hidden("postgresql://db/x?user=a&password=Sup3rS3cret", "Sup3rS3cret", "URI &password=");
+	hidden("host=db sslpassword='Sup3r S3cret' password=x", "S3cret", "sslpassword too");
 
 	/* Strings libpq refuses: never shown, and the error quotes none of it. */
 	db_conninfo_masked("host=db password=x Sup3rS3cretPW", out, sizeof out);
