@@ -88,7 +88,7 @@ check: deps
 
 check-run: all $(UNIT_BIN)
 	bash scripts/services up
-	prove -f $(UNIT_BIN) $(sort $(wildcard tests/t/1*.t))
+	prove -f --timer $(UNIT_BIN) $(sort $(wildcard tests/t/1*.t))
 
 SANITIZE := BUILD=build/debug BIN=bin-debug \
             CFLAGS="-O0 -g3 -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer"

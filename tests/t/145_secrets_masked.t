@@ -54,14 +54,14 @@ exercise() {
 	OUTBOX_PG=$c "$BIN/outboxctl" -c "$conf" status >>"$out" 2>&1
 	OUTBOX_PG=$c "$BIN/outboxctl" -c "$conf" status --json >>"$out" 2>&1
 	OUTBOX_PG=$c "$BIN/outboxctl" -c "$conf" verify --wait 0 >>"$out" 2>&1
-	OUTBOX_PG=$c run_for 2 "$out" "$BIN/outbox-relay" -c "$conf" --id 0 --mode poll
-	OUTBOX_PG=$c run_for 2 "$out" "$BIN/outbox-relay" -c "$conf" --id 0 --mode cdc
-	OUTBOX_PG=$c run_for 2 "$out" "$BIN/outbox-consumer" -c "$conf" --id 0
+	OUTBOX_PG=$c run_for 1 "$out" "$BIN/outbox-relay" -c "$conf" --id 0 --mode poll
+	OUTBOX_PG=$c run_for 1 "$out" "$BIN/outbox-relay" -c "$conf" --id 0 --mode cdc
+	OUTBOX_PG=$c run_for 1 "$out" "$BIN/outbox-consumer" -c "$conf" --id 0
 	# A refused connection: every process retries and says so.
-	OUTBOX_PG=$bad run_for 2 "$out" "$BIN/outbox-relay" -c "$conf" --id 0 --mode poll
-	OUTBOX_PG=$bad run_for 2 "$out" "$BIN/outbox-consumer" -c "$conf" --id 0
+	OUTBOX_PG=$bad run_for 1 "$out" "$BIN/outbox-relay" -c "$conf" --id 0 --mode poll
+	OUTBOX_PG=$bad run_for 1 "$out" "$BIN/outbox-consumer" -c "$conf" --id 0
 	OUTBOX_PG=$bad "$BIN/outboxctl" -c "$conf" status >>"$out" 2>&1
-	OUTBOX_PG=$bad run_for 2 "$out" "$BIN/orders" -c "$conf" --mode outbox --orders 1
+	OUTBOX_PG=$bad run_for 1 "$out" "$BIN/orders" -c "$conf" --mode outbox --orders 1
 	# The supervisor, its workers and its HTTP endpoint.
 	OUTBOX_PG=$c "$BIN/outboxd" -c "$conf" --relays 1 --consumers 1 >"$tmp/sup.log" 2>&1 &
 	SUP_PID=$!
