@@ -68,6 +68,8 @@ static const struct conf_key conf_keys[] = {
 	I("supervisor", "shutdown_timeout_ms", sup_shutdown_timeout_ms, 100, 3600000, "15000"),
 	I("supervisor", "backoff_max_ms", sup_backoff_max_ms, 10, 3600000, "10000"),
 	I("supervisor", "stable_ms", sup_stable_ms, 100, 3600000, "30000"),
+	I("supervisor", "stall_ms", sup_stall_ms, 1000, 86400000, "60000"),
+	B("supervisor", "ready_probe", sup_ready_probe, "on"),
 	B("cleanup", "partitioned", cleanup_partitioned, "off"),
 	I("cleanup", "partition_interval_s", cleanup_partition_interval_s, 1, 31622400, "86400"),
 	I("cleanup", "partitions_ahead", cleanup_partitions_ahead, 1, 1000, "3"),

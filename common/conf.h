@@ -64,6 +64,9 @@ struct conf {
 	int sup_shutdown_timeout_ms;        /* [supervisor] shutdown_timeout_ms */
 	int sup_backoff_max_ms;             /* [supervisor] backoff_max_ms */
 	int sup_stable_ms;                  /* [supervisor] stable_ms */
+	int sup_stall_ms;                   /* [supervisor] stall_ms: /readyz */
+	bool sup_ready_probe;               /* [supervisor] ready_probe: /readyz asks the
+					     * database and Kafka (off: the workers only) */
 
 	bool cleanup_partitioned;           /* [cleanup] partitioned */
 	int cleanup_partition_interval_s;   /* [cleanup] partition_interval_s */

@@ -109,6 +109,30 @@ PGconn *db_connect(const char *conninfo, char *err, size_t errlen)
 	return conn;
 }
 
+PGconn *db_connect_quick(const char *conninfo, int timeout_s, char *err, size_t errlen)
+{
+	char t[16], opt[48];
+	const char *keys[] = { "dbname", "connect_timeout", "options", NULL };
+	const char *vals[] = { conninfo, t, opt, NULL };
+	PGconn *conn;
+
+	if (!db_conninfo_check(conninfo, err, errlen))
+		return NULL;
+	snprintf(t, sizeof t, "%d", timeout_s);
+	snprintf(opt, sizeof opt, "-c statement_timeout=%d", timeout_s * 1000);
+	conn = PQconnectdbParams(keys, vals, 1);
+	if (conn == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	if (PQstatus(conn) != CONNECTION_OK) {
+		db_error(conn, NULL, err, errlen);
+		PQfinish(conn);
+		return NULL;
+	}
+	return conn;
+}
+
 PGconn *db_connect_retry(const char *conninfo, const char *what,
 			 volatile sig_atomic_t *stop)
 {

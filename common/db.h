@@ -22,6 +22,12 @@ bool db_conninfo_check(const char *conninfo, char *err, size_t errlen)
 PGconn *db_connect(const char *conninfo, char *err, size_t errlen)
 	__attribute__((warn_unused_result));
 
+/* One attempt that gives up after timeout_s, its statements too (the
+ * conninfo, string or URI, with connect_timeout and statement_timeout
+ * added): for probes. NULL with the message in err. */
+PGconn *db_connect_quick(const char *conninfo, int timeout_s, char *err, size_t errlen)
+	__attribute__((warn_unused_result));
+
 /* Connect, retrying with capped exponential backoff (and saying so in the
  * log, password masked) until it works or *stop becomes non-zero. Returns
  * NULL only when stopped. what names the connection in the log. */

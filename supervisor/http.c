@@ -23,6 +23,7 @@ enum { HTTP_MAX_BODY = 4096, HTTP_MAX_HEADERS = 16384 };
 struct http_server {
 	struct evhttp *http;
 	const struct proc_table *table;
+	const struct ready *ready;
 	int port;
 };
 
@@ -88,26 +89,39 @@ static void http_reply(struct evhttp_request *req, int code, const char *reason,
 	evhttp_send_reply(req, code, reason, body);
 }
 
-static bool http_ready(const struct proc_table *t)
+/* Ready: every worker runs and the pipeline can move events (ready.h).
+ * why says what is wrong otherwise. */
+static bool http_ready(const struct http_server *s, const char **why)
 {
-	if (t->stopping || t->n == 0)
+	const struct proc_table *t = s->table;
+
+	*why = "";
+	if (t->stopping || t->n == 0) {
+		*why = t->stopping ? "stopping" : "no workers";
 		return false;
+	}
 	for (int i = 0; i < t->n; i++)
-		if (t->slots[i].state != PROC_RUNNING)
+		if (t->slots[i].state != PROC_RUNNING) {
+			*why = "a worker is not running";
 			return false;
-	return true;
+		}
+	return s->ready == NULL || ready_ok(s->ready, why);
 }
 
 /* /status: the process table as one JSON object. */
-static char *http_status_json(const struct proc_table *t)
+static char *http_status_json(const struct http_server *srv)
 {
+	const struct proc_table *t = srv->table;
+	const char *why;
+	bool ready = http_ready(srv, &why);
 	json_t *root = json_object(), *arr = json_array();
 	int64_t now = util_mono_ms();
 	char *s;
 
 	json_object_set_new(root, "pid", json_integer(getpid()));
 	json_object_set_new(root, "stopping", json_boolean(t->stopping));
-	json_object_set_new(root, "ready", json_boolean(http_ready(t)));
+	json_object_set_new(root, "ready", json_boolean(ready));
+	json_object_set_new(root, "not_ready_because", ready ? json_null() : json_string(why));
 	for (int i = 0; i < t->n; i++) {
 		const struct proc *p = &t->slots[i];
 		json_t *w = json_object();
@@ -186,13 +200,17 @@ static void http_request_cb(struct evhttp_request *req, void *arg)
 		evbuffer_add_printf(b, "ok\n");
 		http_reply(req, HTTP_OK, "OK", "text/plain", b);
 	} else if (strcmp(path, "/readyz") == 0) {
-		bool ready = http_ready(s->table);
+		const char *why;
+		bool ready = http_ready(s, &why);
 
-		evbuffer_add_printf(b, "%s\n", ready ? "ready" : "not ready");
+		if (ready)
+			evbuffer_add_printf(b, "ready\n");
+		else
+			evbuffer_add_printf(b, "not ready: %s\n", why);
 		http_reply(req, ready ? HTTP_OK : 503, ready ? "OK" : "Service Unavailable",
 			   "text/plain", b);
 	} else if (strcmp(path, "/status") == 0) {
-		char *j = http_status_json(s->table);
+		char *j = http_status_json(s);
 
 		if (j == NULL) {
 			evhttp_send_error(req, HTTP_INTERNAL, NULL);
@@ -212,7 +230,8 @@ static void http_request_cb(struct evhttp_request *req, void *arg)
 }
 
 struct http_server *http_new(struct event_base *base, const char *host, int port,
-			     const struct proc_table *table, char *err, size_t errlen)
+			     const struct proc_table *table, const struct ready *ready,
+			     char *err, size_t errlen)
 {
 	struct http_server *s = calloc(1, sizeof *s);
 	struct evhttp_bound_socket *bs;
@@ -222,6 +241,7 @@ struct http_server *http_new(struct event_base *base, const char *host, int port
 		return NULL;
 	}
 	s->table = table;
+	s->ready = ready;
 	s->http = evhttp_new(base);
 	if (s->http == NULL) {
 		snprintf(err, errlen, "evhttp_new failed");

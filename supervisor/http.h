@@ -9,6 +9,7 @@
 #include <stddef.h>
 
 #include "proc.h"
+#include "ready.h"
 
 struct event_base;
 struct http_server;
@@ -20,10 +21,12 @@ bool http_parse_listen(const char *listen, bool *enabled, char *host, size_t hos
 		       char *err, size_t errlen) __attribute__((warn_unused_result));
 
 /* Start serving on host:port. Returns the server (free with http_free) or
- * NULL with the reason in err when the address cannot be bound. The table is
- * read on every request; it must outlive the server. */
+ * NULL with the reason in err when the address cannot be bound. The table
+ * and the readiness probe (NULL: none) are read on every request; they
+ * must outlive the server. */
 struct http_server *http_new(struct event_base *base, const char *host, int port,
-			     const struct proc_table *table, char *err, size_t errlen)
+			     const struct proc_table *table, const struct ready *ready,
+			     char *err, size_t errlen)
 	__attribute__((warn_unused_result));
 
 /* The port actually bound (useful with port 0). */

@@ -25,6 +25,7 @@
 #include "conf.h"
 #include "http.h"
 #include "janitor.h"
+#include "ready.h"
 #include "log.h"
 #include "proc.h"
 #include "util.h"
@@ -40,6 +41,7 @@ struct sup {
 	struct event *shutdown_timer;
 	struct http_server *http;
 	struct janitor *janitor;      /* outbox cleanup rounds ([cleanup]) */
+	struct ready *ready;          /* /readyz: can the pipeline move events */
 	char http_listen[128];        /* what http is bound to (reload can't move it) */
 	char pid_file[CONF_STR];
 	bool pid_file_written;
@@ -234,7 +236,7 @@ static void reap(void)
 		struct proc *p;
 		char what[96];
 
-		if (janitor_reap(sup.janitor, pid, status))
+		if (janitor_reap(sup.janitor, pid, status) || ready_reap(sup.ready, pid, status))
 			continue;
 		p = proc_find(&sup.table, pid);
 		proc_describe_exit(status, what, sizeof what);
@@ -335,6 +337,7 @@ static void begin_shutdown(int sig)
 	}
 	sup.table.stopping = true;
 	janitor_stop(sup.janitor);
+	ready_stop(sup.ready);
 	log_info("SIG%s: stopping %d worker(s) (timeout %d ms)", sigabbrev_np(sig),
 		 proc_count(&sup.table, PROC_RUNNING), sup.cfg.sup_shutdown_timeout_ms);
 	for (int i = 0; i < sup.table.n; i++) {
@@ -405,6 +408,7 @@ static void cleanup(void)
 		event_free(sup.shutdown_timer);
 	http_free(sup.http);
 	janitor_free(sup.janitor);
+	ready_free(sup.ready);
 	if (sup.base != NULL)
 		event_base_free(sup.base);
 	if (sup.pid_file_written)
@@ -532,8 +536,15 @@ int main(int argc, char **argv)
 			return 1;
 		}
 	}
+	if (http_on && sup.cfg.sup_ready_probe) {
+		sup.ready = ready_new(sup.base, &sup.cfg);
+		if (sup.ready == NULL)
+			log_warn("readiness probe disabled: cannot create its timer");
+		else
+			ready_start(sup.ready);
+	}
 	if (http_on) {
-		sup.http = http_new(sup.base, host, port, &sup.table, err, sizeof err);
+		sup.http = http_new(sup.base, host, port, &sup.table, sup.ready, err, sizeof err);
 		if (sup.http == NULL)
 			log_warn("http endpoints disabled: %s", err);
 		else

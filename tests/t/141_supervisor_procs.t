@@ -52,6 +52,7 @@ write_conf() {
 		echo "[supervisor]"
 		echo "bin_dir = $tmp/bin"
 		echo "http_listen = 127.0.0.1:0"
+		echo "ready_probe = off"   # fake workers, no services: /readyz is the workers'
 		echo "shutdown_timeout_ms = ${TIMEOUT_MS:-1000}"
 		echo "backoff_max_ms = 400"
 		echo "stable_ms = 5000"
@@ -140,7 +141,7 @@ cp "$conf" "$tmp/a.conf.good"
 echo "backoff_max_ms = lots" >>"$conf"
 kill -HUP "$SUP_PID"
 wait_for 3 count_ge "^hup" 5
-ok $(grep -q "reload failed, keeping the old configuration: $conf:8: \[supervisor\] backoff_max_ms" "$LOG"; echo $?) \
+ok $(grep -q "reload failed, keeping the old configuration: $conf:9: \[supervisor\] backoff_max_ms" "$LOG"; echo $?) \
 	"SIGHUP with a broken config logs FILE:LINE and keeps the old configuration"
 ok $(kill -0 "$SUP_PID" 2>/dev/null; echo $?) "outboxd is still running after a broken reload"
 is "$(nlines '^hup' "$EV")" 5 "SIGHUP is passed on to all 5 workers"
