@@ -89,14 +89,23 @@ void db_conninfo_masked(const char *conninfo, char *out, size_t outlen)
 	PQconninfoFree(opts);
 }
 
-PGconn *db_connect(const char *conninfo, char *err, size_t errlen)
+/* conninfo checked, then connected with timeout_s > 0 added as
+ * connect_timeout and statement_timeout (0: as it is). */
+static PGconn *db_open(const char *conninfo, int timeout_s, char *err, size_t errlen)
 {
+	char t[16], opt[48];
+	const char *keys[] = { "dbname", "connect_timeout", "options", NULL };
+	const char *vals[] = { conninfo, t, opt, NULL };
 	PGconn *conn;
 
 	if (!db_conninfo_check(conninfo, err, errlen))
 		return NULL;
-	conn = PQconnectdb(conninfo);
-
+	snprintf(t, sizeof t, "%d", timeout_s);
+	snprintf(opt, sizeof opt, "-c statement_timeout=%d", timeout_s * 1000);
+	if (timeout_s > 0)
+		conn = PQconnectdbParams(keys, vals, 1);
+	else
+		conn = PQconnectdb(conninfo);
 	if (conn == NULL) {
 		snprintf(err, errlen, "out of memory");
 		return NULL;
@@ -109,28 +118,14 @@ PGconn *db_connect(const char *conninfo, char *err, size_t errlen)
 	return conn;
 }
 
+PGconn *db_connect(const char *conninfo, char *err, size_t errlen)
+{
+	return db_open(conninfo, 0, err, errlen);
+}
+
 PGconn *db_connect_quick(const char *conninfo, int timeout_s, char *err, size_t errlen)
 {
-	char t[16], opt[48];
-	const char *keys[] = { "dbname", "connect_timeout", "options", NULL };
-	const char *vals[] = { conninfo, t, opt, NULL };
-	PGconn *conn;
-
-	if (!db_conninfo_check(conninfo, err, errlen))
-		return NULL;
-	snprintf(t, sizeof t, "%d", timeout_s);
-	snprintf(opt, sizeof opt, "-c statement_timeout=%d", timeout_s * 1000);
-	conn = PQconnectdbParams(keys, vals, 1);
-	if (conn == NULL) {
-		snprintf(err, errlen, "out of memory");
-		return NULL;
-	}
-	if (PQstatus(conn) != CONNECTION_OK) {
-		db_error(conn, NULL, err, errlen);
-		PQfinish(conn);
-		return NULL;
-	}
-	return conn;
+	return db_open(conninfo, timeout_s > 0 ? timeout_s : 1, err, errlen);
 }
 
 PGconn *db_connect_retry(const char *conninfo, const char *what,
