@@ -1,12 +1,13 @@
 /* The supervisor's decisions without processes: the process table layout,
  * the respawn state machine (capped exponential backoff, reset after a stable
  * run, exit 2 never respawned, no respawn while stopping), exit descriptions
- * and http_listen parsing. Links supervisor/proc.c and supervisor/http.c by
+ * and http_listen parsing. Links supervisor/proc.c, http.c and ready.c by
  * including them (the Makefile's unit rule links common/ only). */
 #include <signal.h>
 #include <sys/wait.h>
 
 #include "http.c"
+#include "ready.c"
 #include "proc.c"
 #include "tap.h"
 
