@@ -6,13 +6,21 @@
 # offset committed; the consumer keeps running (before the fix it exited 1
 # on recording the dead letter, and crash-looped under the supervisor) and
 # the good event after them on the same partition is applied. outboxctl dlq
-# list shows the rows (non-UTF-8 escaped), and drop handles them.
+# list shows the rows (non-UTF-8 escaped), and drop handles them. An event
+# refused by the sink with such bytes in other headers is dead-lettered as
+# exhausted and dlq retry applies it from the exact headers (headers_hex).
 . "$(dirname "$0")/../lib.sh"
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/outboxd-167.XXXXXX")
 pid=
 conf=
-trap '[ -n "$pid" ] && kill -KILL $pid 2>/dev/null; rm -rf "$tmp" "$conf"' EXIT
+cleanup() {
+	[ -n "$pid" ] && kill -KILL "$pid" 2>/dev/null
+	q "DROP TRIGGER IF EXISTS t167_fault ON sink.side_effects;
+	   DROP FUNCTION IF EXISTS sink.t167_fault()" >/dev/null 2>&1
+	rm -rf "$tmp" "$conf"
+}
+trap cleanup EXIT
 
 # kcat takes header values from its command line (no NUL byte): a tiny
 # librdkafka producer takes key, value and headers in hex.
@@ -32,6 +40,7 @@ topic = $OUTBOX_TOPIC
 [consumer]
 group_id = $OUTBOX_GROUP
 event_types = order.*
+retry_max_attempts = 1
 [supervisor]
 audit_file = $tmp/audit.jsonl
 EOF
@@ -40,7 +49,17 @@ sfx="$$-$RANDOM"
 uuid() { cat /proc/sys/kernel/random/uuid; }
 hex() { printf '%s' "$1" | od -An -v -tx1 | tr -d ' \n'; }
 p() { "$tmp/produce_bytes" "$OUTBOX_KAFKA" "$OUTBOX_TOPIC" 0 "$@"; }
-E0=$(uuid) E1=$(uuid) E2=$(uuid) E3=$(uuid) GOOD=$(uuid)
+E0=$(uuid) E1=$(uuid) E2=$(uuid) E3=$(uuid) GOOD=$(uuid) R=$(uuid)
+q "CREATE FUNCTION sink.t167_fault() RETURNS trigger LANGUAGE plpgsql AS \$\$
+   BEGIN
+     IF NEW.aggregate_id = 'R-$sfx' THEN
+       RAISE EXCEPTION 't167: % refused', NEW.aggregate_id USING ERRCODE = 'P0001';
+     END IF;
+     RETURN NEW;
+   END \$\$;
+   CREATE TRIGGER t167_fault BEFORE INSERT ON sink.side_effects
+     FOR EACH ROW EXECUTE FUNCTION sink.t167_fault()" >/dev/null
+ok $? "installed a trigger refusing order R-$sfx"
 std() { # std EVENT_ID: the headers of an event of seq 1 (but its type)
 	echo "event_id=$(hex "$1")" "aggregate_seq=$(hex 1)" "aggregate_type=$(hex order)"
 }
@@ -58,15 +77,21 @@ KEY0="4bfffe2d$(hex "$sfx")" # "K", 0xff, 0xfe, "-", suffix: not UTF-8
 	p "$(hex "B-$sfx")" "ff00fe7b7d" $(std "$E3") "event_type=$(hex order.placed)" &&
 	# 4: a good event after them on the same partition
 	p "$(hex "G-$sfx")" "$(hex '{"status":"placed","total_cents":3}')" $(std "$GOOD") \
-		"event_type=$(hex order.placed)"
+		"event_type=$(hex order.placed)" &&
+	# 5: an event the sink refuses, with a NUL and a stray byte in other headers
+	p "$(hex "R-$sfx")" "$(hex '{}')" "trace=610062" $(std "$R") \
+		"event_type=$(hex order.placed)" "bin=fffe"
 }
-ok $? "fed 4 poison messages with bytes that are not text, then a good one"
+ok $? "fed 4 poison messages with bytes that are not text, a good one, a refused one"
 
 "$BIN/outbox-consumer" -c "$conf" --id 3 >"$tmp/consumer.log" 2>&1 &
 pid=$!
-good_in() { [ "$(q "SELECT count(*) FROM sink.side_effects WHERE event_id = '$GOOD'")" = 1 ]; }
+good_in() {
+	[ "$(q "SELECT count(*) FROM sink.side_effects WHERE event_id = '$GOOD'")" = 1 ] &&
+		[ "$(q "SELECT count(*) FROM sink.dead_letters WHERE kafka_offset = 5")" = 1 ]
+}
 wait_for 30 good_in
-ok $? "the good message after them is applied"
+ok $? "the good message after them is applied, the refused one dead-lettered"
 sleep 1.5
 kill -0 "$pid" 2>/dev/null
 ok $? "the consumer is still running (no exit, so no respawn)"
@@ -74,8 +99,8 @@ kill -TERM "$pid" 2>/dev/null; wait "$pid"; rc=$?; pid=
 is "$rc" "0" "consumer exits 0 on SIGTERM"
 
 is "$(q "SELECT string_agg(kafka_offset || ':' || reason, ',' ORDER BY kafka_offset)
-         FROM sink.dead_letters")" "0:poison,1:poison,2:poison,3:poison" \
-	"one sink.dead_letters row per poison message"
+         FROM sink.dead_letters")" "0:poison,1:poison,2:poison,3:poison,5:exhausted" \
+	"one sink.dead_letters row per poison message, and the refused one"
 is "$(q "SELECT encode(msg_key, 'hex') FROM sink.dead_letters WHERE kafka_offset = 0")" \
 	"$KEY0" "the key's exact bytes are kept"
 is "$(q "SELECT coalesce(aggregate_id, 'NULL') FROM sink.dead_letters WHERE kafka_offset = 0")" \
@@ -105,7 +130,7 @@ is "$(q "SELECT count(*) FROM sink.side_effects")" "1" "nothing but the good eve
 dlq_count() {
 	kcat -b "$OUTBOX_KAFKA" -C -t "$OUTBOX_TOPIC.dlq" -e -q -f '%o\n' 2>/dev/null | grep -c .
 }
-is "$(dlq_count)" "4" "the dead-letter topic holds one copy of each"
+is "$(dlq_count)" "5" "the dead-letter topic holds one copy of each"
 kcat -b "$OUTBOX_KAFKA" -C -t "$OUTBOX_TOPIC.dlq" -e -q -f '%k\n' 2>/dev/null |
 	od -An -v -tx1 | tr -d ' \n' | grep -q "0a${KEY0}0a\|^${KEY0}0a"
 ok $? "one with the key's bytes as they came"
@@ -123,20 +148,20 @@ ok $? "and keeps running"
 kill -TERM "$pid" 2>/dev/null; wait "$pid"; pid=
 is "$(q "SELECT received FROM sink.consumers WHERE consumer_id = 3")" "0" \
 	"and receives nothing: every offset was committed"
-is "$(q "SELECT count(*) FROM sink.dead_letters")" "4" "no dead letter recorded twice"
-is "$(dlq_count)" "4" "no second copy on the dead-letter topic"
+is "$(q "SELECT count(*) FROM sink.dead_letters")" "5" "no dead letter recorded twice"
+is "$(dlq_count)" "5" "no second copy on the dead-letter topic"
 
 out=$("$BIN/outboxctl" -c "$conf" dlq list 2>&1)
 is "$?" "0" "outboxctl dlq list exits 0"
-echo "$out" | grep -q "^4 dead letter(s) open$"
-ok $? "and counts 4 open dead letters"
+echo "$out" | grep -q "^5 dead letter(s) open$"
+ok $? "and counts 5 open dead letters"
 echo "$out" | iconv -f UTF-8 -t UTF-8 >/dev/null 2>&1
 ok $? "its output is valid UTF-8"
 echo "$out" | grep -qF 'K\xff\xfe-'
 ok $? "the key that is not UTF-8 is shown escaped"
 json=$("$BIN/outboxctl" -c "$conf" dlq list --json)
 is "$?" "0" "dlq list --json exits 0"
-is "$(echo "$json" | jq -s 'length')" "4" "one JSON object per dead letter"
+is "$(echo "$json" | jq -s 'length')" "5" "one JSON object per dead letter"
 is "$(echo "$json" | jq -r 'select(.kafka_offset == 0) | .key')" 'K\xff\xfe-'"$sfx" \
 	"--json: the key, escaped"
 is "$(echo "$json" | jq -r 'select(.kafka_offset == 1) | .key')" "N-$sfx" \
@@ -150,8 +175,15 @@ is "$?" "0" "dlq drop of it works"
 is "$(q "SELECT status FROM sink.dead_letters WHERE id = 1")" "dropped" "it is dropped"
 "$BIN/outboxctl" -c "$conf" dlq drop 2 --reason "NUL in a header" --json >"$tmp/drop2.out" 2>&1
 is "$(jq -r .ok "$tmp/drop2.out" 2>/dev/null)" "true" "dlq drop --json of the NUL header one"
+is "$(hdr 5 bin)" "fffe" "the refused event's headers are kept exactly"
+q "DROP TRIGGER t167_fault ON sink.side_effects" >/dev/null
+"$BIN/outboxctl" -c "$conf" dlq retry 5 >"$tmp/retry5.out" 2>&1
+is "$?" "0" "dlq retry of the refused one, from its exact headers, works"
+is "$(q "SELECT count(*) FROM sink.side_effects WHERE event_id = '$R'")" "1" "it is applied once"
+is "$(q "SELECT status FROM sink.dead_letters WHERE id = 5")" "retried" "and marked retried"
 if [ "$T_FAILED" -gt 0 ]; then
 	sed 's/^/# /' "$tmp/consumer.log"
 	sed 's/^/# /' "$tmp/retry.out"
+	sed 's/^/# /' "$tmp/retry5.out"
 fi
 done_testing
