@@ -84,6 +84,87 @@ bool util_parse_int(const char *s, long min, long max, long *out)
 	return true;
 }
 
+size_t util_utf8_char(const unsigned char *p, size_t n)
+{
+	size_t len;
+	uint32_t cp;
+
+	if (n == 0)
+		return 0;
+	if (p[0] < 0x80)
+		return 1;
+	if (p[0] >= 0xc2 && p[0] <= 0xdf) {
+		len = 2;
+		cp = p[0] & 0x1f;
+	} else if (p[0] >= 0xe0 && p[0] <= 0xef) {
+		len = 3;
+		cp = p[0] & 0x0f;
+	} else if (p[0] >= 0xf0 && p[0] <= 0xf4) {
+		len = 4;
+		cp = p[0] & 0x07;
+	} else {
+		return 0; /* a continuation byte, 0xc0, 0xc1 or above 0xf4 */
+	}
+	if (n < len)
+		return 0;
+	for (size_t i = 1; i < len; i++) {
+		if ((p[i] & 0xc0) != 0x80)
+			return 0;
+		cp = (cp << 6) | (p[i] & 0x3f);
+	}
+	if ((len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) || cp > 0x10ffff ||
+	    (cp >= 0xd800 && cp <= 0xdfff))
+		return 0;
+	return len;
+}
+
+bool util_utf8_text(const void *p, size_t n)
+{
+	const unsigned char *b = p;
+
+	for (size_t i = 0; i < n;) {
+		size_t c = util_utf8_char(b + i, n - i);
+
+		if (c == 0 || b[i] == '\0')
+			return false;
+		i += c;
+	}
+	return true;
+}
+
+char *util_utf8_escape(const void *p, size_t n, char *out, size_t outlen)
+{
+	static const char hex[] = "0123456789abcdef";
+	const unsigned char *b = p;
+	size_t o = 0;
+
+	if (outlen == 0)
+		return out;
+	for (size_t i = 0; i < n;) {
+		size_t c = util_utf8_char(b + i, n - i);
+		bool esc = c == 0 || (c == 1 && (b[i] < 0x20 || b[i] == 0x7f));
+		size_t step = esc ? 1 : c, need = esc ? 4 : c;
+		size_t reserve = i + step >= n ? 1 : 4; /* the NUL, or "..." and the NUL */
+
+		if (o + need + reserve > outlen) {
+			snprintf(out + o, outlen - o, "%s", outlen - o >= 4 ? "..." : "");
+			return out;
+		}
+		if (esc) {
+			out[o++] = '\\';
+			out[o++] = 'x';
+			out[o++] = hex[b[i] >> 4];
+			out[o++] = hex[b[i] & 15];
+		} else {
+			memcpy(out + o, b + i, c);
+			o += c;
+		}
+		i += step;
+	}
+	out[o] = '\0';
+	return out;
+}
+
 void util_on_signals(void (*handler)(int))
 {
 	struct sigaction sa;

@@ -27,6 +27,22 @@ void util_uuid4(char out[37]);
 bool util_parse_int(const char *s, long min, long max, long *out)
 	__attribute__((warn_unused_result));
 
+/* Length of the well-formed UTF-8 character at p (n bytes left): 1 to 4,
+ * or 0 when it is not one (a stray or truncated sequence, an overlong form,
+ * a surrogate, above U+10FFFF). */
+size_t util_utf8_char(const unsigned char *p, size_t n);
+
+/* True when the n bytes at p are text PostgreSQL accepts: well-formed
+ * UTF-8 without a NUL byte. */
+bool util_utf8_text(const void *p, size_t n);
+
+/* The n bytes at p for a log line, a terminal or a text column: well-formed
+ * UTF-8 stays as it is; any other byte, NUL and the ASCII control
+ * characters become \xNN (a backslash itself is not escaped: for people,
+ * not for decoding). Always NUL-terminates out; what does not fit is cut at
+ * a character and ends in "...". Returns out. */
+char *util_utf8_escape(const void *p, size_t n, char *out, size_t outlen);
+
 /* Install handler for SIGTERM, SIGINT and SIGHUP (no SA_RESTART). */
 void util_on_signals(void (*handler)(int));
 

@@ -47,14 +47,16 @@ static const char SQL_PARK[] =
 	"  AND status = 'open' AND event_id = $3::uuid) "
 	"ON CONFLICT (event_id) DO NOTHING";
 
-/* A dead letter, once per Kafka message: the id of the row, new or not. */
+/* A dead letter, once per Kafka message: the id of the row, new or not.
+ * $14 and $16 (key, payload) are binary parameters: their bytes are stored
+ * as they came, nothing in them is interpreted (sql/007). */
 static const char SQL_DEAD[] =
 	"WITH d AS (INSERT INTO sink.dead_letters (reason, error, attempts, first_failure_at, "
 	"    last_failure_at, topic, kafka_partition, kafka_offset, consumer_id, event_id, "
-	"    event_type, aggregate_id, aggregate_seq, msg_key, headers, payload) "
+	"    event_type, aggregate_id, aggregate_seq, msg_key, headers, payload, headers_hex) "
 	"  VALUES ($1, $2, $3::int, to_timestamp($4::float8 / 1e6), to_timestamp($5::float8 / 1e6), "
 	"    $6, $7::int, $8::bigint, $9::int, $10::uuid, $11, $12, $13::bigint, $14::bytea, "
-	"    $15::jsonb, $16::bytea) "
+	"    $15::jsonb, $16::bytea, $17::jsonb) "
 	"  ON CONFLICT (topic, kafka_partition, kafka_offset) DO NOTHING RETURNING id) "
 	"SELECT id FROM d UNION ALL SELECT id FROM sink.dead_letters "
 	"WHERE topic = $6 AND kafka_partition = $7::int AND kafka_offset = $8::bigint";
@@ -167,16 +169,29 @@ struct apply {
 
 /* ---------------------------------------------------------------- parsing */
 
-static bool copy_header(rd_kafka_headers_t *hdrs, const char *name, char *out, size_t outlen)
+/* The value of the last header called name, as text in out. False when
+ * it is absent, empty, too long or not UTF-8 text (a NUL byte, a stray
+ * byte); then, unless problem is NULL, problem says which of the last two
+ * ("" for the others). */
+static bool copy_header(rd_kafka_headers_t *hdrs, const char *name, char *out, size_t outlen,
+			char *problem, size_t problemlen)
 {
 	const void *val = NULL;
 	size_t size = 0;
 
 	out[0] = '\0';
+	if (problem != NULL)
+		problem[0] = '\0';
 	if (hdrs == NULL ||
 	    rd_kafka_header_get_last(hdrs, name, &val, &size) != RD_KAFKA_RESP_ERR_NO_ERROR ||
-	    val == NULL || size == 0 || size >= outlen || memchr(val, '\0', size) != NULL)
+	    val == NULL || size == 0)
 		return false;
+	if (size >= outlen || !util_utf8_text(val, size)) {
+		if (problem != NULL)
+			snprintf(problem, problemlen, "%s header %s (%zu bytes)", name,
+				 size >= outlen ? "too long" : "is not UTF-8 text", size);
+		return false;
+	}
 	memcpy(out, val, size);
 	out[size] = '\0';
 	return true;
@@ -226,8 +241,9 @@ bool apply_parse_parts(const void *key, size_t key_len, rd_kafka_headers_t *hdrs
 	memset(m, 0, sizeof *m);
 	m->partition = partition;
 	m->offset = offset;
-	copy_header(hdrs, "event_type", m->event_type, sizeof m->event_type);
-	copy_header(hdrs, "aggregate_type", m->aggregate_type, sizeof m->aggregate_type);
+	copy_header(hdrs, "event_type", m->event_type, sizeof m->event_type, m->header_problem,
+		    sizeof m->header_problem);
+	copy_header(hdrs, "aggregate_type", m->aggregate_type, sizeof m->aggregate_type, NULL, 0);
 	if (key == NULL || key_len == 0) {
 		snprintf(why, whylen, "no key (aggregate_id)");
 		return false;
@@ -236,15 +252,20 @@ bool apply_parse_parts(const void *key, size_t key_len, rd_kafka_headers_t *hdrs
 		snprintf(why, whylen, "unusable key (%zu bytes)", key_len);
 		return false;
 	}
+	if (!util_utf8_text(key, key_len)) {
+		/* aggregate_id is text in every table: no such order can apply. */
+		snprintf(why, whylen, "key is not UTF-8 text (%zu bytes)", key_len);
+		return false;
+	}
 	memcpy(m->aggregate_id, key, key_len);
 	m->aggregate_id[key_len] = '\0';
-	if (!copy_header(hdrs, "event_id", m->event_id, sizeof m->event_id) ||
+	if (!copy_header(hdrs, "event_id", m->event_id, sizeof m->event_id, NULL, 0) ||
 	    !is_uuid(m->event_id)) {
 		m->event_id[0] = '\0';
 		snprintf(why, whylen, "missing or malformed event_id header");
 		return false;
 	}
-	if (!copy_header(hdrs, "aggregate_seq", seq, sizeof seq)) {
+	if (!copy_header(hdrs, "aggregate_seq", seq, sizeof seq, NULL, 0)) {
 		snprintf(why, whylen, "missing aggregate_seq header");
 		return false;
 	}
@@ -294,6 +315,10 @@ bool apply_check(const struct apply_msg *m, const char *event_types, char *why, 
 {
 	const char *p = event_types;
 
+	if (m->header_problem[0] != '\0') {
+		snprintf(why, whylen, "%s", m->header_problem);
+		return false;
+	}
 	if (m->event_type[0] == '\0') {
 		snprintf(why, whylen, "missing event_type header");
 		return false;
@@ -441,12 +466,14 @@ bool apply_connect(struct apply *a, volatile sig_atomic_t *stop)
 	}
 }
 
-/* Run a prepared statement; NULL (result cleared, message in err, SQLSTATE
- * copied to state) unless it returned want. */
-static PGresult *run(struct apply *a, const char *name, int n, const char *const *params,
-		     ExecStatusType want, char state[6], char *err, size_t errlen)
+/* Run a prepared statement with parameters in text format, or as lengths
+ * and formats say (NULL: all text); NULL (result cleared, message in err,
+ * SQLSTATE copied to state) unless it returned want. */
+static PGresult *run_params(struct apply *a, const char *name, int n, const char *const *params,
+			    const int *lengths, const int *formats, ExecStatusType want,
+			    char state[6], char *err, size_t errlen)
 {
-	PGresult *res = PQexecPrepared(a->conn, name, n, params, NULL, NULL, 0);
+	PGresult *res = PQexecPrepared(a->conn, name, n, params, lengths, formats, 0);
 
 	if (PQresultStatus(res) == want)
 		return res;
@@ -454,6 +481,12 @@ static PGresult *run(struct apply *a, const char *name, int n, const char *const
 	snprintf(state, 6, "%s", db_sqlstate(res));
 	PQclear(res);
 	return NULL;
+}
+
+static PGresult *run(struct apply *a, const char *name, int n, const char *const *params,
+		     ExecStatusType want, char state[6], char *err, size_t errlen)
+{
+	return run_params(a, name, n, params, NULL, NULL, want, state, err, errlen);
 }
 
 static void rollback(struct apply *a)
@@ -866,54 +899,29 @@ enum apply_result apply_audit(struct apply *a, const struct apply_msg *m, const 
 	return audit_row(a, m, kind, -1, detail, true, err, errlen);
 }
 
-/* Hex text of bytes for a bytea parameter ("\\x..."), malloc'ed; NULL
- * for no bytes (SQL NULL) or when out of memory (*oom set). */
-static char *bytea_hex(const void *p, size_t n, bool *oom)
-{
-	static const char hex[] = "0123456789abcdef";
-	const unsigned char *b = p;
-	char *s;
-
-	if (p == NULL)
-		return NULL;
-	s = malloc(2 * n + 3);
-	if (s == NULL) {
-		*oom = true;
-		return NULL;
-	}
-	s[0] = '\\';
-	s[1] = 'x';
-	for (size_t i = 0; i < n; i++) {
-		s[2 + 2 * i] = hex[b[i] >> 4];
-		s[3 + 2 * i] = hex[b[i] & 15];
-	}
-	s[2 + 2 * n] = '\0';
-	return s;
-}
-
 enum apply_result apply_dead_letter(struct apply *a, const struct apply_msg *m,
 				    const struct apply_dead *d, int64_t *id, char *err,
 				    size_t errlen)
 {
 	char att_s[16], first_s[24], last_s[24], part_s[16], off_s[24], seq_s[24], id_s[24];
-	char state[6] = "";
-	bool oom = false;
-	char *key_hex = bytea_hex(d->key, d->key_len, &oom);
-	char *pay_hex = bytea_hex(d->payload, d->payload_len, &oom);
-	const char *params[16];
+	char state[6] = "", error[1024], reason[64];
+	const char *params[17];
+	int lengths[17] = { 0 }, formats[17] = { 0 };
 	PGresult *res = NULL;
 	enum apply_result r = APPLY_FAILED;
 	bool in_txn = false;
-	bool has_order = m->aggregate_id[0] != '\0' && m->seq > 0;
+	/* Only an order whose id is text can be quarantined (parse makes sure). */
+	bool has_agg = m->aggregate_id[0] != '\0' &&
+		       util_utf8_text(m->aggregate_id, strlen(m->aggregate_id));
+	bool has_order = has_agg && m->seq > 0;
 
-	if (oom) {
-		snprintf(err, errlen, "out of memory");
-		goto out;
-	}
 	if (apply_lost(a)) {
 		snprintf(err, errlen, "not connected");
-		r = APPLY_RETRY;
-		goto out;
+		return APPLY_RETRY;
+	}
+	if (d->key_len > INT_MAX || d->payload_len > INT_MAX) {
+		snprintf(err, errlen, "message too large for a bytea parameter");
+		return APPLY_FAILED;
 	}
 	snprintf(att_s, sizeof att_s, "%d", d->attempts);
 	snprintf(first_s, sizeof first_s, "%" PRId64, d->first_failure_us);
@@ -921,8 +929,11 @@ enum apply_result apply_dead_letter(struct apply *a, const struct apply_msg *m,
 	snprintf(part_s, sizeof part_s, "%" PRId32, m->partition);
 	snprintf(off_s, sizeof off_s, "%" PRId64, m->offset);
 	snprintf(seq_s, sizeof seq_s, "%" PRId64, m->seq);
-	params[0] = d->reason;
-	params[1] = d->error;
+	/* Text columns take text: what is not (a cut character, say) escaped. */
+	util_utf8_escape(d->reason, strlen(d->reason), reason, sizeof reason);
+	util_utf8_escape(d->error, strlen(d->error), error, sizeof error);
+	params[0] = reason;
+	params[1] = error;
 	params[2] = att_s;
 	params[3] = first_s;
 	params[4] = last_s;
@@ -931,16 +942,21 @@ enum apply_result apply_dead_letter(struct apply *a, const struct apply_msg *m,
 	params[7] = off_s;
 	params[8] = a->consumer_id_s;
 	params[9] = m->event_id[0] ? m->event_id : NULL;
-	params[10] = m->event_type[0] ? m->event_type : NULL;
-	params[11] = m->aggregate_id[0] ? m->aggregate_id : NULL;
+	params[10] = m->event_type[0] &&
+			     util_utf8_text(m->event_type, strlen(m->event_type)) ? m->event_type
+										  : NULL;
+	params[11] = has_agg ? m->aggregate_id : NULL;
 	params[12] = m->seq > 0 ? seq_s : NULL;
-	params[13] = key_hex;
+	params[13] = d->key;
+	lengths[13] = (int)d->key_len;
+	formats[13] = 1;
 	params[14] = d->headers_json;
-	params[15] = pay_hex;
-	if (!db_exec(a->conn, "BEGIN", err, errlen)) {
-		r = transient(a->conn, "") ? APPLY_RETRY : APPLY_FAILED;
-		goto out;
-	}
+	params[15] = d->payload;
+	lengths[15] = (int)d->payload_len;
+	formats[15] = 1;
+	params[16] = d->headers_hex;
+	if (!db_exec(a->conn, "BEGIN", err, errlen))
+		return transient(a->conn, "") ? APPLY_RETRY : APPLY_FAILED;
 	in_txn = true;
 	if (has_order) {
 		/* The projection lock first, as in apply_event and the release. */
@@ -955,7 +971,8 @@ enum apply_result apply_dead_letter(struct apply *a, const struct apply_msg *m,
 			goto out;
 		PQclear(res);
 	}
-	res = run(a, "c_dead", 16, params, PGRES_TUPLES_OK, state, err, errlen);
+	res = run_params(a, "c_dead", 17, params, lengths, formats, PGRES_TUPLES_OK, state, err,
+			 errlen);
 	if (res == NULL)
 		goto out;
 	if (PQntuples(res) < 1) {
@@ -992,8 +1009,6 @@ out:
 		rollback(a);
 	}
 	PQclear(res);
-	free(key_hex);
-	free(pay_hex);
 	return r;
 }
 

@@ -24,6 +24,7 @@ struct apply_msg {
 	int32_t partition;
 	int64_t offset;
 	char payload_problem[96];  /* why the payload is unusable, "" when fine */
+	char header_problem[96];   /* why the event_type header is, "" when fine or absent */
 	char topic[256];           /* apply_parse only; "" from apply_parse_parts */
 };
 
@@ -61,7 +62,8 @@ struct apply_dead {
 	const char *topic;
 	const void *key;           /* the message as it came (may be NULL) */
 	size_t key_len;
-	const char *headers_json;  /* [[name, value], ...] or NULL */
+	const char *headers_json;  /* [[name, value], ...] or NULL (dlq_headers_json) */
+	const char *headers_hex;   /* the same, names and values hex (dlq_headers_hex) */
 	const void *payload;
 	size_t payload_len;
 };
@@ -126,7 +128,9 @@ enum apply_result apply_poison(struct apply *a, const struct apply_msg *m, const
 /* Record a message given up on: its sink.dead_letters row (one per topic,
  * partition and offset: a redelivery adds nothing) and, when it is an event
  * of an order not yet past its seq, the order's quarantine, in one
- * transaction. *id gets the dead letter's id. APPLY_DUPLICATE on success
+ * transaction. Whatever its bytes: key and payload go as binary bytea
+ * parameters, headers also as hex (headers_hex), and a text column whose
+ * value is not UTF-8 text is NULL (event_type) or escaped (error). *id gets the dead letter's id. APPLY_DUPLICATE on success
  * (nothing applied), APPLY_RETRY or APPLY_FAILED with err. */
 enum apply_result apply_dead_letter(struct apply *a, const struct apply_msg *m,
 				    const struct apply_dead *d, int64_t *id, char *err,

@@ -146,7 +146,58 @@ out:
 	return ok;
 }
 
-char *dlq_headers_json(const rd_kafka_headers_t *h)
+/* Lowercase hex of n bytes as a JSON string; NULL when out of memory. */
+static json_t *dlq_hex(const void *p, size_t n)
+{
+	static const char digits[] = "0123456789abcdef";
+	const unsigned char *b = p;
+	char *s = malloc(2 * n + 1);
+	json_t *j;
+
+	if (s == NULL)
+		return NULL;
+	for (size_t i = 0; i < n; i++) {
+		s[2 * i] = digits[b[i] >> 4];
+		s[2 * i + 1] = digits[b[i] & 15];
+	}
+	s[2 * n] = '\0';
+	j = json_stringn(s, 2 * n);
+	free(s);
+	return j;
+}
+
+/* The bytes of hex text (malloc'ed, *len set, NUL-terminated for names);
+ * NULL when it is not hex or out of memory. */
+static unsigned char *dlq_unhex(const char *s, size_t n, size_t *len)
+{
+	unsigned char *b;
+
+	if (n % 2 != 0)
+		return NULL;
+	b = malloc(n / 2 + 1);
+	if (b == NULL)
+		return NULL;
+	for (size_t i = 0; i < n; i++) {
+		char c = s[i];
+		int v = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
+			: c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+
+		if (v < 0) {
+			free(b);
+			return NULL;
+		}
+		if (i % 2 == 0)
+			b[i / 2] = (unsigned char)(v << 4);
+		else
+			b[i / 2] |= (unsigned char)v;
+	}
+	b[n / 2] = '\0';
+	*len = n / 2;
+	return b;
+}
+
+/* [[name, value], ...] of h: as text (null when not text) or as hex. */
+static char *dlq_headers_dump(const rd_kafka_headers_t *h, bool hex)
 {
 	const char *name;
 	const void *val;
@@ -161,9 +212,18 @@ char *dlq_headers_json(const rd_kafka_headers_t *h)
 		return NULL;
 	for (size_t i = 0; rd_kafka_header_get_all(h, i, &name, &val, &size) ==
 			   RD_KAFKA_RESP_ERR_NO_ERROR; i++) {
-		json_t *v = val != NULL ? json_stringn(val, size) : NULL; /* NULL: not UTF-8 */
-		json_t *n = json_string(name);
+		json_t *n, *v = NULL;
 
+		if (hex) {
+			n = dlq_hex(name, strlen(name));
+			if (val != NULL)
+				v = dlq_hex(val, size);
+		} else {
+			/* jansson takes a NUL byte, jsonb does not: text or null. */
+			n = util_utf8_text(name, strlen(name)) ? json_string(name) : NULL;
+			if (val != NULL && util_utf8_text(val, size))
+				v = json_stringn(val, size);
+		}
 		json_array_append_new(a, json_pack("[oo]", n != NULL ? n : json_null(),
 						   v != NULL ? v : json_null()));
 	}
@@ -172,11 +232,22 @@ char *dlq_headers_json(const rd_kafka_headers_t *h)
 	return s;
 }
 
-rd_kafka_headers_t *dlq_headers_parse(const char *json)
+char *dlq_headers_json(const rd_kafka_headers_t *h)
+{
+	return dlq_headers_dump(h, false);
+}
+
+char *dlq_headers_hex(const rd_kafka_headers_t *h)
+{
+	return dlq_headers_dump(h, true);
+}
+
+rd_kafka_headers_t *dlq_headers_parse(const char *json, bool hex)
 {
 	json_t *a, *pair;
 	rd_kafka_headers_t *h;
 	size_t i;
+	bool ok = true;
 
 	if (json == NULL || *json == '\0')
 		return rd_kafka_headers_new(1);
@@ -188,15 +259,37 @@ rd_kafka_headers_t *dlq_headers_parse(const char *json)
 	h = rd_kafka_headers_new(json_array_size(a) + 1);
 	json_array_foreach(a, i, pair) {
 		json_t *n = json_array_get(pair, 0), *v = json_array_get(pair, 1);
+		unsigned char *nb = NULL, *vb = NULL;
+		size_t nl = 0, vl = 0;
 
 		if (!json_is_string(n))
 			continue;
+		if (!hex) {
+			if (json_is_string(v))
+				rd_kafka_header_add(h, json_string_value(n), -1, json_string_value(v),
+						    (ssize_t)json_string_length(v));
+			else
+				rd_kafka_header_add(h, json_string_value(n), -1, NULL, 0);
+			continue;
+		}
+		nb = dlq_unhex(json_string_value(n), json_string_length(n), &nl);
 		if (json_is_string(v))
-			rd_kafka_header_add(h, json_string_value(n), -1, json_string_value(v),
-					    (ssize_t)json_string_length(v));
-		else
-			rd_kafka_header_add(h, json_string_value(n), -1, NULL, 0);
+			vb = dlq_unhex(json_string_value(v), json_string_length(v), &vl);
+		if (nb == NULL || (json_is_string(v) && vb == NULL) || (!json_is_string(v) &&
+									 !json_is_null(v))) {
+			ok = false;
+		} else {
+			rd_kafka_header_add(h, (const char *)nb, (ssize_t)nl, vb, (ssize_t)vl);
+		}
+		free(nb);
+		free(vb);
+		if (!ok)
+			break;
 	}
 	json_decref(a);
+	if (!ok) {
+		rd_kafka_headers_destroy(h);
+		return NULL;
+	}
 	return h;
 }

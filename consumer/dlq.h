@@ -40,14 +40,22 @@ bool dlq_publish(struct dlq *d, const rd_kafka_message_t *rkm, const struct dlq_
 		 volatile sig_atomic_t *stop, char *err, size_t errlen)
 	__attribute__((warn_unused_result));
 
-/* Headers as JSON text [[name, value], ...] in wire order (value null when
- * absent or not UTF-8): malloc'ed, caller frees; NULL when h is NULL (no
- * headers) or out of memory. */
+/* Headers as JSON text [[name, value], ...] in wire order, for people
+ * (sink.dead_letters.headers): a name or value that is not UTF-8 text (a
+ * NUL byte, a stray byte) is null there. malloc'ed, caller frees; NULL
+ * when h is NULL (no headers) or out of memory. */
 char *dlq_headers_json(const rd_kafka_headers_t *h) __attribute__((warn_unused_result));
 
-/* Headers rebuilt from that JSON (NULL or "" gives none). NULL when the
- * text is not such an array; the caller destroys them. */
-rd_kafka_headers_t *dlq_headers_parse(const char *json) __attribute__((warn_unused_result));
+/* The same with every name and value as lowercase hex of its bytes (value
+ * null only when absent): the headers exactly, whatever their bytes
+ * (sink.dead_letters.headers_hex). Ownership and NULL as above. */
+char *dlq_headers_hex(const rd_kafka_headers_t *h) __attribute__((warn_unused_result));
+
+/* Headers rebuilt from the text of dlq_headers_hex (hex true) or of
+ * dlq_headers_json (NULL or "" gives none). NULL when the text is not such
+ * an array; the caller destroys them. */
+rd_kafka_headers_t *dlq_headers_parse(const char *json, bool hex)
+	__attribute__((warn_unused_result));
 
 /* ISO 8601 UTC with microseconds of a wall-clock time in µs. */
 void dlq_iso8601(int64_t us, char *out, size_t outlen);

@@ -376,7 +376,7 @@ static enum handled dead_letter(const rd_kafka_message_t *rkm, const struct appl
 	};
 	char err[1024];
 	long backoff = 0;
-	char *hj = NULL;
+	char *hj = NULL, *hx = NULL;
 	int64_t id = 0;
 	enum handled h = STOPPED;
 	enum apply_result r;
@@ -399,8 +399,16 @@ static enum handled dead_letter(const rd_kafka_message_t *rkm, const struct appl
 		if (rd_kafka_message_headers(rkm, &hdrs) != RD_KAFKA_RESP_ERR_NO_ERROR)
 			hdrs = NULL;
 		hj = dlq_headers_json(hdrs);
+		hx = dlq_headers_hex(hdrs);
+		if (hdrs != NULL && (hj == NULL || hx == NULL)) {
+			log_error("[%" PRId32 "] offset %" PRId64 ": out of memory for its headers",
+				  m->partition, m->offset);
+			h = FAILED;
+			goto out;
+		}
 	}
 	d.headers_json = hj;
+	d.headers_hex = hx;
 	backoff = 0;
 	for (;;) {
 		h = ensure_db();
@@ -437,6 +445,7 @@ static enum handled dead_letter(const rd_kafka_message_t *rkm, const struct appl
 	h = HANDLED;
 out:
 	free(hj);
+	free(hx);
 	return h;
 }
 

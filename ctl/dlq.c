@@ -45,7 +45,8 @@ static const char SQL_LIST[] =
 	" d.kafka_partition, d.kafka_offset, d.consumer_id, d.error, d.resolved_at, d.resolution,"
 	" (SELECT count(*) FROM sink.parked p WHERE p.aggregate_id = d.aggregate_id) AS parked,"
 	" EXISTS (SELECT 1 FROM sink.quarantine q WHERE q.order_id = d.aggregate_id)"
-	"   AS quarantined"
+	"   AS quarantined,"
+	" d.msg_key"
 	" FROM sink.dead_letters d WHERE $1::bool OR d.status = 'open' ORDER BY d.id";
 
 static const char SQL_SCHEMA[] =
@@ -53,7 +54,7 @@ static const char SQL_SCHEMA[] =
 
 static const char SQL_GET[] =
 	"SELECT status, topic, kafka_partition, kafka_offset, msg_key, headers::text, payload,"
-	" aggregate_id, aggregate_seq, event_id, reason"
+	" aggregate_id, aggregate_seq, event_id, reason, headers_hex::text"
 	" FROM sink.dead_letters WHERE id = $1::bigint";
 
 static const char SQL_RESOLVE[] =
@@ -296,11 +297,32 @@ out:
 
 /* ------------------------------------------------------------- subcommands */
 
+/* Row r's key (column c, bytea) for display, escaped (util_utf8_escape);
+ * "" when it has none. */
+static const char *dlq_key_shown(const PGresult *res, int r, int c, char *out, size_t outlen)
+{
+	unsigned char *key;
+	size_t len = 0;
+
+	out[0] = '\0';
+	if (PQgetisnull(res, r, c))
+		return out;
+	key = PQunescapeBytea((const unsigned char *)PQgetvalue(res, r, c), &len);
+	if (key != NULL)
+		util_utf8_escape(key, len, out, outlen);
+	PQfreemem(key);
+	return out;
+}
+
+/* Every dead letter as it is shown: text columns escaped where they are not
+ * UTF-8 text (a row recorded before sql/007), the key (column "key", from
+ * the bytes of msg_key) always. */
 static int dlq_list(struct ctl *ctl)
 {
 	const char *params[1] = { ctl->all ? "true" : "false" };
 	PGconn *conn = ctl_connect(conf_sink_conninfo(&ctl->conf), "consumer");
 	PGresult *res = NULL;
+	char key[1100], shown[4096];
 	int rc = 1;
 
 	if (conn == NULL)
@@ -315,34 +337,54 @@ static int dlq_list(struct ctl *ctl)
 
 			for (int c = 0; c < PQnfields(res); c++) {
 				const char *v = PQgetvalue(res, r, c);
+				const char *name = PQfname(res, c);
 				Oid t = PQftype(res, c);
 				json_t *j;
 
-				if (PQgetisnull(res, r, c))
+				if (t == 17) { /* bytea: msg_key */
+					name = "key";
+					j = PQgetisnull(res, r, c)
+						    ? json_null()
+						    : json_string(dlq_key_shown(res, r, c, key,
+										sizeof key));
+				} else if (PQgetisnull(res, r, c)) {
 					j = json_null();
-				else if (t == 20 || t == 23) /* int8, int4 */
+				} else if (t == 20 || t == 23) { /* int8, int4 */
 					j = json_integer(strtoll(v, NULL, 10));
-				else if (t == 16) /* bool */
+				} else if (t == 16) { /* bool */
 					j = json_boolean(strcmp(v, "t") == 0);
-				else
-					j = json_string(v);
-				json_object_set_new(o, PQfname(res, c), j != NULL ? j : json_null());
+				} else {
+					j = json_string(util_utf8_escape(v, strlen(v), shown,
+									 sizeof shown));
+				}
+				json_object_set_new(o, name, j != NULL ? j : json_null());
 			}
 			s = json_dumps(o, JSON_COMPACT);
-			printf("%s\n", s);
+			if (s != NULL)
+				printf("%s\n", s);
 			free(s);
 			json_decref(o);
 		}
 	} else {
 		printf("%-6s %-19s %-9s %-7s %-14s %6s %8s %6s  %s\n", "id", "dead_at", "reason",
 		       "status", "order", "seq", "attempts", "parked", "error");
-		for (int r = 0; r < PQntuples(res); r++)
+		for (int r = 0; r < PQntuples(res); r++) {
+			const char *order;
+			const char *e = PQgetvalue(res, r, 15);
+
+			/* The order, else the key that is not one (escaped), else "-". */
+			if (!PQgetisnull(res, r, 4))
+				order = util_utf8_escape(PQgetvalue(res, r, 4),
+							 strlen(PQgetvalue(res, r, 4)), key, sizeof key);
+			else
+				order = dlq_key_shown(res, r, 20, key, sizeof key);
 			printf("%-6s %-19.19s %-9s %-7s %-14s %6s %8s %6s  %s\n",
 			       PQgetvalue(res, r, 0), PQgetvalue(res, r, 1), PQgetvalue(res, r, 2),
-			       PQgetvalue(res, r, 3),
-			       PQgetisnull(res, r, 4) ? "-" : PQgetvalue(res, r, 4),
+			       PQgetvalue(res, r, 3), order[0] ? order : "-",
 			       PQgetisnull(res, r, 5) ? "-" : PQgetvalue(res, r, 5),
-			       PQgetvalue(res, r, 8), PQgetvalue(res, r, 18), PQgetvalue(res, r, 15));
+			       PQgetvalue(res, r, 8), PQgetvalue(res, r, 18),
+			       util_utf8_escape(e, strlen(e), shown, sizeof shown));
+		}
 		printf("%d dead letter(s)%s\n", PQntuples(res), ctl->all ? "" : " open");
 	}
 	rc = 0;
@@ -395,7 +437,13 @@ static int dlq_retry_apply(struct ctl *ctl, struct apply *ap, const char *id, js
 	}
 	key = dlq_bytes(res, 4, &key_len);
 	payload = dlq_bytes(res, 6, &payload_len);
-	hdrs = dlq_headers_parse(PQgetisnull(res, 0, 5) ? NULL : PQgetvalue(res, 0, 5));
+	/* The exact headers (headers_hex), or for a row recorded before
+	 * sql/007 the readable ones. */
+	if (!PQgetisnull(res, 0, 11))
+		hdrs = dlq_headers_parse(PQgetvalue(res, 0, 11), true);
+	else
+		hdrs = dlq_headers_parse(PQgetisnull(res, 0, 5) ? NULL : PQgetvalue(res, 0, 5),
+					 false);
 	if (hdrs == NULL) {
 		fprintf(stderr, "outboxctl: dead letter %s: unreadable headers\n", id);
 		goto out;

@@ -1,0 +1,18 @@
+-- Dead letters whatever their bytes (issue 17).
+--
+-- A Kafka key, header or payload is bytes, not text: a key that is not
+-- UTF-8 or a NUL byte in a header value made recording the dead letter
+-- fail (SQLSTATE 22021, or jsonb refusing \u0000), so the consumer exited
+-- and got the same message again, forever. Now every dead letter is
+-- recorded once, with its bytes as they came:
+--   msg_key, payload  bytea (since 004), sent as binary parameters;
+--   headers_hex       [[name, value], ...] in wire order, every name and
+--                     value the lowercase hex of its bytes (value null only
+--                     when the header has none): decode(h->>1, 'hex');
+--   headers           (since 004) the same for people, a name or value that
+--                     is not UTF-8 text shown as null;
+--   aggregate_id, event_type  text, NULL when the bytes are not UTF-8 text;
+--   error             text, anything that is not UTF-8 text as \xNN.
+-- outboxctl dlq retry rebuilds the headers from headers_hex, and from
+-- headers for rows recorded before this migration (headers_hex NULL).
+ALTER TABLE sink.dead_letters ADD COLUMN IF NOT EXISTS headers_hex jsonb;
