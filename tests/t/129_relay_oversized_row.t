@@ -55,7 +55,7 @@ t0=$SECONDS
 	--rate 200 --quiet >/dev/null 2>&1
 wait_for 60 normal_drained
 ok $? "one refused row: all 1,000 normal events sent ($((SECONDS - t0)) s from the first write)"
-read -r p99 max < <(lag "$from")
+read -r p99 max < <(lag "$from"); max=${max:-999}
 diag "one refused row: lag p99 $p99 s, max $max s at 200 events/s"
 cmp_ok "$(echo "$max < 3" | bc)" -eq 1 "one refused row: no normal event waited 3 s or more (max $max s)"
 
@@ -67,7 +67,7 @@ t0=$SECONDS
 	--rate 200 --quiet >/dev/null 2>&1
 wait_for 60 normal_drained
 ok $? "$batch refused rows (= batch_size): all 1,000 more normal events sent ($((SECONDS - t0)) s)"
-read -r p99 max < <(lag "$from")
+read -r p99 max < <(lag "$from"); max=${max:-999}
 diag "$batch refused rows: lag p99 $p99 s, max $max s at 200 events/s"
 cmp_ok "$(echo "$max < 3" | bc)" -eq 1 "$batch refused rows: no normal event waited 3 s or more (max $max s)"
 
@@ -113,4 +113,48 @@ wait "$pid"
 is "$?" "0" "SIGTERM: the relay exits 0"
 pid=
 grep -c 'WARN' "$tmp/relay.log" | sed 's/^/# relay warnings: /'
+
+# The CDC relay: a refused row in the stream fails its transaction, so the
+# stream restarts (backoff capped at 2 s) and its catch-up poll, which skips
+# the refused aggregate, publishes everything else. Slower than polling
+# (measured: lag p99 ~4 s at 200 events/s) and the slot's confirmed
+# position stays before the refused row until the slot is given up above
+# wal_budget_mb, but nothing else stalls and the aggregate still waits.
+reset_db
+cdc_reset
+cdc_conf=$(test_conf <<EOF
+[kafka]
+topic = $OUTBOX_TOPIC.cdc
+[relay]
+mode = cdc
+heartbeat_ms = 500
+batch_size = $batch
+EOF
+)
+trap 'cleanup; rm -f "$cdc_conf"' EXIT
+"$BIN/outbox-relay" -c "$cdc_conf" --id 0 >"$tmp/cdc.log" 2>&1 &
+pid=$!
+streaming() { grep -q 'streaming slot' "$tmp/cdc.log"; }
+wait_for 60 streaming
+ok $? "CDC: the relay streams"
+big 0 2
+from=$(q "SELECT max(id) FROM public.outbox")
+t0=$SECONDS
+"$BIN/orders" -c "$cdc_conf" --mode outbox --orders 200 --events-per-order 5 --concurrency 4 \
+	--rate 200 --quiet >/dev/null 2>&1
+wait_for 60 normal_drained
+ok $? "CDC, one refused row: all 1,000 normal events sent ($((SECONDS - t0)) s from the first write)"
+read -r p99 max < <(lag "$from"); max=${max:-999}
+diag "CDC, one refused row: lag p99 $p99 s, max $max s at 200 events/s"
+cmp_ok "$(echo "$max < 15" | bc)" -eq 1 "CDC: no normal event waited 15 s or more (max $max s)"
+is "$(q "SELECT string_agg((sent_at IS NULL)::text || '/' || (refused_at IS NOT NULL)::text, ' '
+                           ORDER BY aggregate_seq)
+          FROM public.outbox WHERE aggregate_id = 'big-0'")" "true/true true/false" \
+	"CDC: the refused row has refused_at, it and the event after it stay unsent"
+diag "CDC stream restarts: $(grep -c 'stream stopped' "$tmp/cdc.log")"
+kill -TERM "$pid"
+wait "$pid"
+is "$?" "0" "CDC: SIGTERM, the relay exits 0"
+pid=
+cdc_reset
 done_testing
