@@ -97,6 +97,22 @@ sed 's/^/# status: /' "$tmp/status" | grep -i refus
 "$BIN/outboxctl" -c "$conf" status --json >"$tmp/status.json" 2>&1
 is "$(jq -r '.refused' "$tmp/status.json")" "$((batch + 1))" "status --json: refused"
 
+# The claim, planned as the relay's session plans it, with refused rows in
+# the table: still the ordered scan of outbox_unsent, the refused aggregates
+# read once from the small outbox_refused index (a hashed subplan).
+PGOPTIONS='-c enable_seqscan=off -c enable_bitmapscan=off -c enable_sort=off' psql -X -q -t -A -c "
+	EXPLAIN SELECT id FROM public.outbox WHERE sent_at IS NULL AND id <= 1000000
+	   AND aggregate_id NOT IN (SELECT b.aggregate_id FROM public.outbox b
+	         WHERE b.refused_at IS NOT NULL AND b.sent_at IS NULL
+	           AND b.refused_at > now() - interval '600 s')
+	   AND pg_try_advisory_xact_lock(1, hashtext(aggregate_id))
+	 ORDER BY id LIMIT $batch FOR UPDATE SKIP LOCKED" >"$tmp/plan"
+grep -q 'Index Scan using outbox_unsent on outbox ' "$tmp/plan" &&
+	grep -q 'hashed SubPlan' "$tmp/plan" && grep -q 'outbox_refused' "$tmp/plan"
+rc=$?
+ok $rc "the claim stays an ordered scan of outbox_unsent with the refused aggregates hashed once"
+[ $rc -eq 0 ] || sed 's/^/# plan: /' "$tmp/plan"
+
 # The operator fixes the payload: the row goes out, then the event after it.
 q "UPDATE public.outbox SET payload = '{\"blob\": \"trimmed\"}'
     WHERE aggregate_id = 'big-0' AND aggregate_seq = 1" >/dev/null
