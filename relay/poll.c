@@ -44,6 +44,14 @@
  *     failed and seq 3 was acknowledged, neither is marked, so both go out
  *     again, in order, in a later pass.
  *
+ *  5. A row Kafka refuses for good (publish_err_permanent: too large, an
+ *     invalid record) is point 4 with refused_at set: the claim then skips
+ *     its whole aggregate (SQL_CLAIM), so no later event of it is claimed
+ *     while the refused one is unsent, and the pass does not back off, so
+ *     every other aggregate goes on at full speed. The aggregate is claimed
+ *     again, from the refused row, once refused_at is cleared (a payload
+ *     update does it) or older than RELAY_REFUSED_RETRY_S.
+ *
  * Why an acknowledgement counts only from the recorded Kafka cluster: the
  * pass asks the broker for its cluster id before claiming and again after
  * the last delivery report, before marking (cluster.h). A pass whose second
@@ -102,8 +110,9 @@
  * (sql/008_outbox_refused.sql): an aggregate with an unsent row refused
  * less than RELAY_REFUSED_RETRY_S ago is not claimed at all, so its later
  * events stay unsent behind it and the batch is filled with others. NOT IN
- * over the small partial index outbox_refused is a hashed subplan, run
- * once per claim, and stays a filter of the ordered scan. */
+ * over the small partial index outbox_refused (an index-only range scan on
+ * refused_at) is a hashed subplan, run once per claim, and stays a filter
+ * of the ordered scan. */
 static const char SQL_CLAIM[] =
 	"SELECT id, event_id::text, aggregate_type, aggregate_id, aggregate_seq, "
 	"       event_type, payload::text "

@@ -23,8 +23,12 @@ BEGIN
     ALTER TABLE public.outbox ADD COLUMN IF NOT EXISTS refused_at timestamptz;
     -- The claim's "blocked aggregates" subquery reads this index, which
     -- holds only the unsent refused rows (usually none), once per claim.
-    CREATE INDEX IF NOT EXISTS outbox_refused ON public.outbox (aggregate_id)
-        WHERE refused_at IS NOT NULL AND sent_at IS NULL;
+    -- Keyed on refused_at so the subquery's "refused less than N s ago" is
+    -- its index condition: with aggregate_id only, the planner was seen to
+    -- scan outbox_unsent (every unsent row) for it instead once the
+    -- statistics said the backlog was small.
+    CREATE INDEX IF NOT EXISTS outbox_refused ON public.outbox (refused_at)
+        INCLUDE (aggregate_id) WHERE refused_at IS NOT NULL AND sent_at IS NULL;
     DROP TRIGGER IF EXISTS outbox_unrefuse ON public.outbox;
     CREATE TRIGGER outbox_unrefuse BEFORE UPDATE OF payload ON public.outbox
         FOR EACH ROW WHEN (OLD.refused_at IS NOT NULL)
