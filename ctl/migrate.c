@@ -73,6 +73,9 @@ static const char SQL_PARTITION[] =
 static const char SQL_ENSURE[] =
 	"SELECT count(*) FROM public.outboxd_outbox_ensure($1::int, $2::int)";
 static const char SQL_LOCK_TIMEOUT[] = "SELECT set_config('lock_timeout', $1, true)";
+/* The refused-row column, index and trigger on the new table after a
+ * conversion (sql/008_outbox_refused.sql). */
+static const char SQL_REFUSED_SETUP[] = "SELECT public.outboxd_outbox_refused_setup()";
 static const char SQL_IS_PARTITIONED[] =
 	"SELECT c.relkind = 'p' FROM pg_class c WHERE c.oid = to_regclass('public.outbox')";
 
@@ -124,6 +127,12 @@ static int migrate_partition(PGconn *conn, const struct conf *c, bool *kept_old,
 	}
 	*copied = atoll(PQgetvalue(res, 0, 0));
 	*kept_old = strcmp(PQgetvalue(res, 0, 1), "t") == 0;
+	PQclear(res);
+	res = PQexecParams(conn, SQL_REFUSED_SETUP, 0, NULL, NULL, NULL, NULL, 0);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		db_error(conn, res, err, sizeof err);
+		goto out;
+	}
 	if (!db_exec(conn, "COMMIT", err, sizeof err))
 		goto out;
 	rc = 1;

@@ -14,6 +14,19 @@ static const char SQL_UNSENT[] =
 	"SELECT count(*), coalesce(extract(epoch FROM now() - min(created_at)), 0)::numeric(12,3)"
 	" FROM public.outbox WHERE sent_at IS NULL";
 
+/* Rows Kafka refused for good (sql/008_outbox_refused.sql): how many, how
+ * many aggregates they hold up, how many events wait behind them, and the
+ * oldest with its error. Reads the partial index outbox_refused. */
+static const char SQL_REFUSED[] =
+	"WITH r AS (SELECT id, aggregate_id, aggregate_seq, refused_at, last_error"
+	"             FROM public.outbox WHERE refused_at IS NOT NULL AND sent_at IS NULL)"
+	" SELECT (SELECT count(*) FROM r), (SELECT count(DISTINCT aggregate_id) FROM r),"
+	"        (SELECT count(*) FROM public.outbox o WHERE o.sent_at IS NULL"
+	"           AND o.refused_at IS NULL AND o.aggregate_id IN (SELECT aggregate_id FROM r)),"
+	"        f.id, f.aggregate_id, f.aggregate_seq, f.refused_at, f.last_error"
+	"   FROM (SELECT 1) one"
+	"   LEFT JOIN LATERAL (SELECT * FROM r ORDER BY id LIMIT 1) f ON true";
+
 static const char SQL_RELAYS[] =
 	"SELECT relay_id, host, pid, mode, passes, published, acked, failed, marked,"
 	" extract(epoch FROM now() - updated_at)::numeric(12,1), cluster_id, cluster_mismatch"
@@ -91,7 +104,7 @@ int ctl_status(struct ctl *ctl)
 		"seconds_since_update",
 	};
 	PGconn *db = ctl_connect(ctl->conf.db_conninfo, "outbox"), *sink = NULL;
-	PGresult *unsent = NULL, *relays = NULL, *cons = NULL, *slot = NULL;
+	PGresult *unsent = NULL, *relays = NULL, *cons = NULL, *slot = NULL, *refused = NULL;
 	const char *slot_params[1] = { ctl->conf.relay_slot };
 	char kerr[512] = "", warning[512] = "", cerr[512] = "", cid[KAFKA_CLUSTER_ID_MAX] = "";
 	char cwarn[KAFKA_CLUSTER_ID_MAX * 2 + 256] = "";
@@ -107,6 +120,7 @@ int ctl_status(struct ctl *ctl)
 	else if ((sink = ctl_connect(conf_sink_conninfo(&ctl->conf), "consumer")) == NULL)
 		goto out;
 	if ((unsent = ctl_query(db, SQL_UNSENT, 0, NULL)) == NULL ||
+	    (refused = ctl_query(db, SQL_REFUSED, 0, NULL)) == NULL ||
 	    (relays = ctl_query(db, SQL_RELAYS, 0, NULL)) == NULL ||
 	    (cons = ctl_query(sink, SQL_CONSUMERS, 0, NULL)) == NULL ||
 	    (slot = ctl_query(db, SQL_SLOT, 1, slot_params)) == NULL)
@@ -148,6 +162,18 @@ int ctl_status(struct ctl *ctl)
 
 		json_object_set_new(o, "unsent", json_integer(atoll(PQgetvalue(unsent, 0, 0))));
 		json_object_set_new(o, "oldest_unsent_seconds", json_real(atof(PQgetvalue(unsent, 0, 1))));
+		json_object_set_new(o, "refused", json_integer(atoll(PQgetvalue(refused, 0, 0))));
+		json_object_set_new(o, "refused_aggregates",
+				    json_integer(atoll(PQgetvalue(refused, 0, 1))));
+		json_object_set_new(o, "refused_waiting", json_integer(atoll(PQgetvalue(refused, 0, 2))));
+		json_object_set_new(o, "oldest_refused",
+				    PQgetisnull(refused, 0, 3) ? json_null() :
+				    json_pack("{s:I, s:s, s:I, s:s, s:s}",
+					      "id", (json_int_t)atoll(PQgetvalue(refused, 0, 3)),
+					      "aggregate_id", PQgetvalue(refused, 0, 4),
+					      "aggregate_seq", (json_int_t)atoll(PQgetvalue(refused, 0, 5)),
+					      "refused_at", PQgetvalue(refused, 0, 6),
+					      "last_error", PQgetvalue(refused, 0, 7)));
 		json_object_set_new(o, "relays", rows_json(relays, relay_cols));
 		json_object_set_new(o, "kafka_cluster",
 				    rec.id[0] == '\0' ? json_null() :
@@ -182,6 +208,15 @@ int ctl_status(struct ctl *ctl)
 	} else {
 		printf("outbox: %s unsent, oldest %s s old\n", PQgetvalue(unsent, 0, 0),
 		       PQgetvalue(unsent, 0, 1));
+		if (!PQgetisnull(refused, 0, 3))
+			printf("refused: %s rows Kafka will not take as they are, holding up %s "
+			       "aggregates with %s more events behind them; oldest: id %s, %s #%s, "
+			       "refused at %s: %s\n  (retried when its payload is updated, when "
+			       "refused_at is set to NULL, or 10 minutes after the refusal)\n",
+			       PQgetvalue(refused, 0, 0), PQgetvalue(refused, 0, 1),
+			       PQgetvalue(refused, 0, 2), PQgetvalue(refused, 0, 3),
+			       PQgetvalue(refused, 0, 4), PQgetvalue(refused, 0, 5),
+			       PQgetvalue(refused, 0, 6), PQgetvalue(refused, 0, 7));
 		if (rec.id[0] != '\0')
 			printf("kafka cluster: %s (accepted %s by %s); the broker reports %s\n", rec.id,
 			       rec.accepted_at, rec.accepted_by, cid[0] ? cid : "nothing (no answer)");
@@ -229,6 +264,7 @@ int ctl_status(struct ctl *ctl)
 	rc = 0;
 out:
 	PQclear(unsent);
+	PQclear(refused);
 	PQclear(relays);
 	PQclear(cons);
 	PQclear(slot);

@@ -388,9 +388,20 @@ static bool cdc_on_insert(struct cdc *x, struct pgo_reader *r, char *err, size_t
 	ev->row.payload = row.val[PGO_PAYLOAD];
 	ev->row.payload_len = row.len[PGO_PAYLOAD];
 	ev->row.publish = true;
+	/* After an enqueue error (e.g. a row too large for Kafka) the later
+	 * events of the same aggregate in this transaction are not produced:
+	 * they fail too (the transaction is streamed again), so they never
+	 * reach the topic ahead of it. */
+	for (int i = 0; i < t->n - 1; i++)
+		if (t->ev[i]->row.err != RD_KAFKA_RESP_ERR_NO_ERROR && !t->ev[i]->row.pending &&
+		    strcmp(t->ev[i]->row.aggregate_id, ev->row.aggregate_id) == 0) {
+			ev->row.publish = false;
+			ev->row.err = RD_KAFKA_RESP_ERR__FAIL; /* not produced */
+			break;
+		}
 	/* One row at a time: an enqueue error is recorded in the row and
 	 * fails the transaction, which is then streamed again. */
-	if (publish_send(&x->pub, &ev->row, 1) == 1)
+	if (ev->row.publish && publish_send(&x->pub, &ev->row, 1) == 1)
 		x->ctr.published++;
 	ev->row.payload = NULL; /* the message buffer goes away; librdkafka copied it */
 	return true;

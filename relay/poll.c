@@ -44,6 +44,14 @@
  *     failed and seq 3 was acknowledged, neither is marked, so both go out
  *     again, in order, in a later pass.
  *
+ *  5. A row Kafka refuses for good (publish_err_permanent: too large, an
+ *     invalid record) is point 4 with refused_at set: the claim then skips
+ *     its whole aggregate (SQL_CLAIM), so no later event of it is claimed
+ *     while the refused one is unsent, and the pass does not back off, so
+ *     every other aggregate goes on at full speed. The aggregate is claimed
+ *     again, from the refused row, once refused_at is cleared (a payload
+ *     update does it) or older than RELAY_REFUSED_RETRY_S.
+ *
  * Why an acknowledgement counts only from the recorded Kafka cluster: the
  * pass asks the broker for its cluster id before claiming and again after
  * the last delivery report, before marking (cluster.h). A pass whose second
@@ -88,6 +96,7 @@
 #define RELAY_REPORT_MARGIN_MS 5000
 #define RELAY_CLUSTER_BEFORE_MS 1000 /* cluster id check before a batch (broker down: go on) */
 #define RELAY_CLUSTER_AFTER_MS 5000  /* ... and before marking (no answer: mark nothing) */
+#define RELAY_REFUSED_RETRY_S 600    /* a refused aggregate is skipped this long (008) */
 
 /* Claim (READ COMMITTED). Upholds disjointness (SKIP LOCKED) and the
  * one-relay-per-aggregate rule (the advisory lock is taken IN the WHERE
@@ -95,13 +104,24 @@
  * until it ends). The lock function runs as a filter of the ordered scan of
  * the partial index outbox_unsent, so it touches only unsent rows, in id
  * order, and only as many as the LIMIT pulls (see relay_db_open for how the
- * plan is pinned to that scan). */
+ * plan is pinned to that scan).
+ *
+ * Upholds "a row Kafka refused for good blocks only its own aggregate"
+ * (sql/008_outbox_refused.sql): an aggregate with an unsent row refused
+ * less than RELAY_REFUSED_RETRY_S ago is not claimed at all, so its later
+ * events stay unsent behind it and the batch is filled with others. NOT IN
+ * over the small partial index outbox_refused (an index-only range scan on
+ * refused_at) is a hashed subplan, run once per claim, and stays a filter
+ * of the ordered scan. */
 static const char SQL_CLAIM[] =
 	"SELECT id, event_id::text, aggregate_type, aggregate_id, aggregate_seq, "
 	"       event_type, payload::text "
 	"  FROM public.outbox "
 	" WHERE sent_at IS NULL "
 	"   AND id <= $2 "
+	"   AND aggregate_id NOT IN (SELECT b.aggregate_id FROM public.outbox b "
+	"         WHERE b.refused_at IS NOT NULL AND b.sent_at IS NULL "
+	"           AND b.refused_at > now() - interval '" RELAY_STR(RELAY_REFUSED_RETRY_S) " s') "
 	"   AND pg_try_advisory_xact_lock(" RELAY_STR(RELAY_LOCK_NS) ", hashtext(aggregate_id)) "
 	" ORDER BY id "
 	" LIMIT $1 "
@@ -125,10 +145,13 @@ static const char SQL_RECHECK[] =
 static const char SQL_MARK_SENT[] =
 	"UPDATE public.outbox SET sent_at = now() WHERE id = ANY($1::bigint[])";
 
-/* Record a failed or unmarked attempt; the row stays unsent. */
+/* Record a failed or unmarked attempt; the row stays unsent. A row Kafka
+ * refused for good ($3 true) gets refused_at, which makes the claim skip
+ * its aggregate (see SQL_CLAIM). */
 static const char SQL_MARK_FAILED[] =
-	"UPDATE public.outbox o SET attempts = o.attempts + 1, last_error = u.err "
-	"  FROM unnest($1::bigint[], $2::text[]) AS u(id, err) "
+	"UPDATE public.outbox o SET attempts = o.attempts + 1, last_error = u.err, "
+	"       refused_at = CASE WHEN u.refused THEN now() ELSE o.refused_at END "
+	"  FROM unnest($1::bigint[], $2::text[], $3::boolean[]) AS u(id, err, refused) "
 	" WHERE o.id = u.id";
 
 static const struct {
@@ -139,7 +162,7 @@ static const struct {
 	{ "relay_claim", SQL_CLAIM, 2 },
 	{ "relay_recheck", SQL_RECHECK, 1 },
 	{ "relay_mark_sent", SQL_MARK_SENT, 1 },
-	{ "relay_mark_failed", SQL_MARK_FAILED, 2 },
+	{ "relay_mark_failed", SQL_MARK_FAILED, 3 },
 };
 
 /* Growable string for array literals. */
@@ -188,7 +211,7 @@ struct relay {
 	int64_t summary_ms;
 	int64_t summary_published;
 	bool notified;
-	struct sbuf a1, a2, a3;     /* scratch for array literals */
+	struct sbuf a1, a2, a3, a4; /* scratch for array literals */
 };
 
 static void sb_reset(struct sbuf *b)
@@ -396,8 +419,10 @@ static enum pass_result relay_pass(struct relay *r)
 	const struct conf *c = r->cfg;
 	PGresult *claim = NULL, *res = NULL;
 	char err[1024] = "", pass_id[64], limit[16], bound[24], first_err[256] = "";
-	const char *params[2];
+	char first_refused[256] = "";
+	const char *params[3];
 	int n = 0, nmins = 0, enq = 0, acked = 0, failed = 0, marked = 0, unmarked = 0;
+	int refused = 0, transient = 0;
 	int64_t claimed_us, t0 = util_mono_ms(), t_claim = 0, t_kafka = 0, t_mark = 0;
 	enum pass_result out = PASS_RETRY;
 
@@ -515,9 +540,6 @@ static enum pass_result relay_pass(struct relay *r)
 			acked++;
 		} else {
 			failed++;
-			if (first_err[0] == '\0')
-				snprintf(first_err, sizeof first_err, "%s",
-					 rd_kafka_err2name(r->rows[i].err));
 		}
 	}
 	r->ctr.acked += acked;
@@ -544,20 +566,25 @@ static enum pass_result relay_pass(struct relay *r)
 	 * order, mark while the report is a success, stop at the first
 	 * failure. Later rows of that aggregate (acknowledged or not) stay
 	 * unsent and get an attempt recorded. Rows never enqueued (after a
-	 * hole, or after an enqueue error) are left alone. */
+	 * hole, or after an enqueue error) are left alone. A row Kafka refused
+	 * for good (publish_err_permanent) also gets refused_at, so the next
+	 * claims skip its aggregate; it does not make the pass back off. */
 	sb_reset(&r->a1);
 	sb_reset(&r->a2);
 	sb_reset(&r->a3);
+	sb_reset(&r->a4);
 	sb_puts(&r->a1, "{");
 	sb_puts(&r->a2, "{");
 	sb_puts(&r->a3, "{");
+	sb_puts(&r->a4, "{");
 	for (int k = 0, group = -1, broken = 0; k < n; k++) {
 		const struct publish_row *row = &r->rows[r->order[k]];
+		bool permanent = publish_err_permanent(row->err);
 		char why[300];
 
 		if (row->group != group) {
 			group = row->group;
-			broken = 0;
+			broken = 0; /* 1: after a transient failure, 2: after a refusal */
 		}
 		if (!row->enqueued)
 			continue;
@@ -566,21 +593,41 @@ static enum pass_result relay_pass(struct relay *r)
 			marked++;
 			continue;
 		}
-		if (row->err != RD_KAFKA_RESP_ERR_NO_ERROR)
+		if (row->err != RD_KAFKA_RESP_ERR_NO_ERROR && permanent)
+			snprintf(why, sizeof why, "%s: %s (refused by Kafka for good: this "
+				 "aggregate waits until the payload is updated or refused_at is "
+				 "cleared, or for %d s)", rd_kafka_err2name(row->err),
+				 rd_kafka_err2str(row->err), RELAY_REFUSED_RETRY_S);
+		else if (row->err != RD_KAFKA_RESP_ERR_NO_ERROR)
 			snprintf(why, sizeof why, "%s: %s", rd_kafka_err2name(row->err),
 				 rd_kafka_err2str(row->err));
 		else
 			snprintf(why, sizeof why, "acknowledged but not marked: an earlier event "
 				 "of this aggregate failed in pass %s", pass_id);
-		broken = 1;
+		if (row->err != RD_KAFKA_RESP_ERR_NO_ERROR && permanent) {
+			if (refused++ == 0)
+				snprintf(first_refused, sizeof first_refused, "%s #%" PRId64 ", %zu "
+					 "bytes: %s", row->aggregate_id, row->seq, row->payload_len,
+					 rd_kafka_err2name(row->err));
+			if (!broken)
+				broken = 2;
+		} else if (broken != 2) {
+			transient++;
+			if (first_err[0] == '\0')
+				snprintf(first_err, sizeof first_err, "%s",
+					 rd_kafka_err2name(row->err));
+			broken = 1;
+		}
 		sb_array_int(&r->a2, row->id);
 		sb_array_elem(&r->a3, why);
+		sb_puts(&r->a4, r->a4.len > 1 ? (permanent ? ",t" : ",f") : (permanent ? "t" : "f"));
 		unmarked++;
 	}
 	sb_puts(&r->a1, "}");
 	sb_puts(&r->a2, "}");
 	sb_puts(&r->a3, "}");
-	if (r->a1.oom || r->a2.oom || r->a3.oom) {
+	sb_puts(&r->a4, "}");
+	if (r->a1.oom || r->a2.oom || r->a3.oom || r->a4.oom) {
 		snprintf(err, sizeof err, "out of memory");
 		goto db_fail;
 	}
@@ -621,7 +668,8 @@ static enum pass_result relay_pass(struct relay *r)
 	if (unmarked > 0) {
 		params[0] = r->a2.s;
 		params[1] = r->a3.s;
-		res = PQexecPrepared(r->conn, "relay_mark_failed", 2, params, NULL, NULL, 0);
+		params[2] = r->a4.s;
+		res = PQexecPrepared(r->conn, "relay_mark_failed", 3, params, NULL, NULL, 0);
 		if (PQresultStatus(res) != PGRES_COMMAND_OK) {
 			db_error(r->conn, res, err, sizeof err);
 			goto db_fail;
@@ -635,10 +683,14 @@ static enum pass_result relay_pass(struct relay *r)
 		goto db_fail;
 	r->ctr.passes++;
 	r->ctr.marked += marked;
-	if (failed > 0 || unmarked > 0) {
+	if (refused > 0)
+		log_warn("pass %s: %d events refused by Kafka for good (first: %s); left unsent "
+			 "with refused_at and last_error, their aggregates are skipped (outboxctl "
+			 "status), every other one goes on", pass_id, refused, first_refused);
+	if (transient > 0) {
 		log_warn("pass %s: %d of %d deliveries failed (first: %s); %d marked sent, "
 			 "%d left unsent with the attempt recorded",
-			 pass_id, failed, acked + failed,
+			 pass_id, failed - refused, acked + failed,
 			 first_err[0] ? first_err : "none", marked, unmarked);
 		out = PASS_RETRY;
 	} else {
@@ -731,6 +783,7 @@ static void relay_free(struct relay *r)
 	free(r->a1.s);
 	free(r->a2.s);
 	free(r->a3.s);
+	free(r->a4.s);
 }
 
 /* The relay's loop. drain: return 0 as soon as the backlog is caught up

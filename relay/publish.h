@@ -61,6 +61,15 @@ int publish_send(struct publisher *p, struct publish_row *rows, int n);
  * flag deliberately does not shorten this wait. */
 bool publish_wait(struct publisher *p, long timeout_ms);
 
+/* Whether err (an enqueue error or a delivery report's) means Kafka will
+ * never accept this message as it is, whatever the retries: too large for
+ * the producer's or the broker's message.max.bytes (MSG_SIZE_TOO_LARGE,
+ * INVALID_MSG_SIZE), a batch of it too large (RECORD_LIST_TOO_LARGE), or a
+ * record the broker rejects (INVALID_RECORD). Every other error (timeouts,
+ * a broker down, leadership moves, fatal producer errors, the local queue
+ * full) is transient: the pass backs off and tries again. */
+bool publish_err_permanent(rd_kafka_resp_err_t err);
+
 /* Reports still outstanding. */
 int publish_outstanding(void);
 
