@@ -34,10 +34,11 @@ struct ready {
 	int64_t sent_since_ms;
 };
 
-/* Unsent rows, and the highest id sent (both cheap: the partial index of
- * unsent rows, the primary key read from its end). */
+/* Unsent rows the relays may send (a row Kafka refused waits for the
+ * operator, see sql/008), and the highest id sent (both cheap: the partial
+ * index of unsent rows, the primary key read from its end). */
 static const char SQL_PROGRESS[] =
-	"SELECT (SELECT count(*) FROM public.outbox WHERE sent_at IS NULL),"
+	"SELECT (SELECT count(*) FROM public.outbox WHERE sent_at IS NULL AND refused_at IS NULL),"
 	" coalesce((SELECT max(id) FROM public.outbox WHERE sent_at IS NOT NULL), 0)";
 
 static void ready_timer_cb(evutil_socket_t fd, short what, void *arg);
