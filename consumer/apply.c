@@ -30,9 +30,12 @@ static const char SQL_INBOX[] =
 	"INSERT INTO sink.inbox (event_id) VALUES ($1::uuid) ON CONFLICT DO NOTHING";
 
 /* The order's high-water mark, locked until commit, so two consumers that
- * briefly share a partition during a rebalance still apply in seq order. */
+ * briefly share a partition during a rebalance still apply in seq order;
+ * whether it is quarantined, and whether it has held events (drain_held
+ * runs only then: no extra round trip per message otherwise). */
 static const char SQL_LOCK[] =
-	"SELECT p.last_seq, EXISTS (SELECT 1 FROM sink.quarantine q WHERE q.order_id = p.order_id) "
+	"SELECT p.last_seq, EXISTS (SELECT 1 FROM sink.quarantine q WHERE q.order_id = p.order_id), "
+	"  EXISTS (SELECT 1 FROM sink.held h WHERE h.aggregate_id = p.order_id) "
 	"FROM sink.order_projection p WHERE p.order_id = $1 FOR UPDATE OF p";
 
 /* A quarantined order's event, parked under the order's projection lock (the
@@ -725,7 +728,7 @@ enum apply_result apply_event(struct apply *a, const struct apply_msg *m, char *
 	const char *p_eid[1] = { m->event_id };
 	const char *p_agg[1] = { m->aggregate_id };
 	PGresult *res = NULL, *healed = NULL, **held = NULL;
-	bool quarantined;
+	bool quarantined, has_held;
 	int64_t last;
 	int nheld = 0;
 
@@ -766,6 +769,7 @@ enum apply_result apply_event(struct apply *a, const struct apply_msg *m, char *
 	}
 	last = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
 	quarantined = strcmp(PQgetvalue(res, 0, 1), "t") == 0;
+	has_held = strcmp(PQgetvalue(res, 0, 2), "t") == 0;
 	PQclear(res);
 	res = NULL;
 
@@ -839,7 +843,8 @@ enum apply_result apply_event(struct apply *a, const struct apply_msg *m, char *
 		if (healed == NULL)
 			goto fail;
 	}
-	if (!drain_held(a, m->aggregate_id, m->seq + 1, &held, &nheld, state, err, errlen))
+	if (has_held &&
+	    !drain_held(a, m->aggregate_id, m->seq + 1, &held, &nheld, state, err, errlen))
 		goto fail;
 	crash_point("consumer.after_apply");
 	if (!commit(a, state, err, errlen))
