@@ -325,22 +325,6 @@ static int conf_line_cb(void *user, const char *section, const char *name,
 	return conf_fail(p, line, msg);
 }
 
-static bool conf_env(struct conf *c, const char *var, char *dst, size_t dstlen,
-		     char *err, size_t errlen)
-{
-	const char *v = getenv(var);
-
-	if (v == NULL || *v == '\0')
-		return true;
-	if (strlen(v) >= dstlen) {
-		snprintf(err, errlen, "%s: value too long", var);
-		return false;
-	}
-	(void)c;
-	memcpy(dst, v, strlen(v) + 1);
-	return true;
-}
-
 /* Keys the environment overrides, and by which variable. */
 static const struct {
 	const char *section, *key, *env;
@@ -350,6 +334,26 @@ static const struct {
 	{ "kafka", "topic", "OUTBOX_TOPIC" },
 	{ "consumer", "group_id", "OUTBOX_GROUP" },
 };
+
+/* The environment's overrides, through the key table's setter. */
+static bool conf_env_apply(struct conf *c, char *err, size_t errlen)
+{
+	for (size_t i = 0; i < sizeof conf_env_keys / sizeof conf_env_keys[0]; i++) {
+		const char *v = getenv(conf_env_keys[i].env);
+		char why[CONF_STR + 64];
+
+		if (v == NULL || *v == '\0')
+			continue;
+		for (size_t k = 0; k < NKEYS; k++)
+			if (strcmp(conf_keys[k].section, conf_env_keys[i].section) == 0 &&
+			    strcmp(conf_keys[k].name, conf_env_keys[i].key) == 0 &&
+			    !conf_set(c, &conf_keys[k], v, why, sizeof why)) {
+				snprintf(err, errlen, "%s: %s", conf_env_keys[i].env, why);
+				return false;
+			}
+	}
+	return true;
+}
 
 const char *conf_where(const struct conf *c, const char *section, const char *key,
 		       char *buf, size_t buflen)
@@ -489,10 +493,7 @@ bool conf_load(struct conf *c, const char *path, char *err, size_t errlen)
 		}
 		snprintf(c->path, sizeof c->path, "%s", path);
 	}
-	if (!conf_env(c, "OUTBOX_PG", c->db_conninfo, sizeof c->db_conninfo, err, errlen) ||
-	    !conf_env(c, "OUTBOX_KAFKA", c->kafka_brokers, sizeof c->kafka_brokers, err, errlen) ||
-	    !conf_env(c, "OUTBOX_TOPIC", c->kafka_topic, sizeof c->kafka_topic, err, errlen) ||
-	    !conf_env(c, "OUTBOX_GROUP", c->consumer_group, sizeof c->consumer_group, err, errlen))
+	if (!conf_env_apply(c, err, errlen))
 		return false;
 	snprintf(c->kafka_dlq_topic, sizeof c->kafka_dlq_topic, "%s.dlq", c->kafka_topic);
 	return conf_check(c, err, errlen);
