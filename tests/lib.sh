@@ -71,6 +71,9 @@ test_conf() {
 	echo "$f"
 }
 
+# sup_http_port LOG: the port outboxd says (in LOG) it serves HTTP on.
+sup_http_port() { sed -n 's|.*on http://127\.0\.0\.1:\([0-9]*\)/.*|\1|p' "$1" | head -1; }
+
 # wait_for SECONDS COMMAND...: retry COMMAND every 0.2 s until it succeeds.
 wait_for() {
 	local deadline=$((SECONDS + $1)); shift

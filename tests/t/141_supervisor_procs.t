@@ -82,7 +82,7 @@ wait_exit() {
 nstart() { awk -v r="$1" -v i="$2" '$1 == "start" && $2 == r && $3 == i' "$EV" | wc -l; }
 nlines() { grep -c -- "$1" "$2" 2>/dev/null || true; }
 pid_of() { awk -v r="$1" -v i="$2" '$1 == "start" && $2 == r && $3 == i {p = $4} END {print p}' "$EV"; }
-http_port() { sed -n 's|.*on http://127\.0\.0\.1:\([0-9]*\)/.*|\1|p' "$LOG" | head -1; }
+http_port() { sup_http_port "$LOG"; }
 count_ge() { [ "$(nlines "$1" "$EV")" -ge "$2" ]; }
 nstart_ge() { [ "$(nstart "$1" "$2")" -ge "$3" ]; }
 have_port() { [ -n "$(http_port)" ]; }

@@ -20,7 +20,7 @@ printf '[supervisor]\nbin_dir = %s\nhttp_listen = 127.0.0.1:0\nshutdown_timeout_
 	"$tmp/bin" >"$tmp/s.conf"
 "$BIN/outboxd" -c "$tmp/s.conf" --relays 1 --consumers 1 2>"$tmp/sup.log" &
 SUP_PID=$!
-port() { sed -n 's|.*on http://127\.0\.0\.1:\([0-9]*\)/.*|\1|p' "$tmp/sup.log" | head -1; }
+port() { sup_http_port "$tmp/sup.log"; }
 have_port() { [ -n "$(port)" ]; }
 wait_for 10 have_port
 ok $? "outboxd serves HTTP on a port of its own"

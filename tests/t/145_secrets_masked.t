@@ -65,10 +65,10 @@ exercise() {
 	# The supervisor, its workers and its HTTP endpoint.
 	OUTBOX_PG=$c "$BIN/outboxd" -c "$conf" --relays 1 --consumers 1 >"$tmp/sup.log" 2>&1 &
 	SUP_PID=$!
-	have_port() { grep -q 'on http://127\.0\.0\.1:[0-9]*/' "$tmp/sup.log"; }
+	have_port() { [ -n "$(sup_http_port "$tmp/sup.log")" ]; }
 	wait_for 10 have_port
 	sleep 2
-	local hp; hp=$(sed -n 's|.*on http://127\.0\.0\.1:\([0-9]*\)/.*|\1|p' "$tmp/sup.log" | head -1)
+	local hp; hp=$(sup_http_port "$tmp/sup.log")
 	for path in /status /metrics /healthz /readyz; do
 		curl -s "http://127.0.0.1:$hp$path" >>"$out"
 	done

@@ -37,7 +37,7 @@ trap cleanup EXIT
 
 "$BIN/outboxd" -c "$conf" --relays 1 --consumers 1 2>"$tmp/sup.log" &
 SUP_PID=$!
-port() { sed -n 's|.*on http://127\.0\.0\.1:\([0-9]*\)/.*|\1|p' "$tmp/sup.log" | head -1; }
+port() { sup_http_port "$tmp/sup.log"; }
 have_port() { [ -n "$(port)" ]; }
 wait_for 15 have_port || bail "outboxd did not serve HTTP: $(cat "$tmp/sup.log")"
 url="http://127.0.0.1:$(port)"
