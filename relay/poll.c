@@ -53,9 +53,8 @@
  *     update does it) or older than RELAY_REFUSED_RETRY_S.
  *
  * Why an acknowledgement counts only from the recorded Kafka cluster: the
- * pass asks the broker for its cluster id once its claim returned rows
- * (an idle pass only while blocked) and again after the last delivery
- * report, before marking (cluster.h). A pass whose second
+ * pass asks the broker for its cluster id before claiming and again after
+ * the last delivery report, before marking (cluster.h). A pass whose second
  * answer is not the recorded cluster (or a swap librdkafka saw in between)
  * rolls back: nothing marked, the producer re-created, the rows go out
  * again once the recorded cluster answers.
@@ -429,6 +428,26 @@ static enum pass_result relay_pass(struct relay *r)
 
 	r->pass_no++;
 	snprintf(pass_id, sizeof pass_id, "%d.%d.%" PRId64, r->id, (int)getpid(), r->pass_no);
+	/* Before the batch: publish nothing to another cluster. A broker that
+	 * does not answer is no reason to stop here (the reports will say);
+	 * the check before marking is the one that decides. */
+	switch (cluster_check(&r->cluster, r->conn, r->pub.rk, RELAY_CLUSTER_BEFORE_MS, err,
+			      sizeof err)) {
+	case CLUSTER_OK:
+		break;
+	case CLUSTER_BACK:
+		out = PASS_CLUSTER_BACK;
+		goto out;
+	case CLUSTER_OTHER:
+		out = PASS_CLUSTER;
+		goto out;
+	case CLUSTER_UNKNOWN:
+		if (db_lost(r->conn))
+			goto db_fail;
+		log_debug("pass %s: Kafka cluster id not checked before the batch: %s", pass_id, err);
+		err[0] = '\0';
+		break;
+	}
 	if (!db_exec(r->conn, "BEGIN", err, sizeof err))
 		goto db_fail;
 	snprintf(limit, sizeof limit, "%d", c->relay_batch_size);
@@ -442,32 +461,6 @@ static enum pass_result relay_pass(struct relay *r)
 		goto db_fail;
 	}
 	n = PQntuples(claim);
-	/* Before the batch: publish nothing to another cluster. A broker that
-	 * does not answer is no reason to stop here (the reports will say);
-	 * the check before marking is the one that decides. Idle passes ask
-	 * only while blocked (so that the block lifts without new events). */
-	if (n > 0 || r->cluster.blocked) {
-		switch (cluster_check(&r->cluster, r->conn, r->pub.rk, RELAY_CLUSTER_BEFORE_MS, err,
-				      sizeof err)) {
-		case CLUSTER_OK:
-			break;
-		case CLUSTER_BACK:
-			relay_rollback(r);
-			out = PASS_CLUSTER_BACK;
-			goto out;
-		case CLUSTER_OTHER:
-			relay_rollback(r);
-			out = PASS_CLUSTER;
-			goto out;
-		case CLUSTER_UNKNOWN:
-			if (db_lost(r->conn))
-				goto db_fail;
-			log_debug("pass %s: Kafka cluster id not checked before the batch: %s",
-				  pass_id, err);
-			err[0] = '\0';
-			break;
-		}
-	}
 	if (n == 0) {
 		if (!db_exec(r->conn, "COMMIT", err, sizeof err))
 			goto db_fail;

@@ -68,23 +68,16 @@ claimed() { [ "$(q "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'
 # many events (the relay takes them while no broker answers: a batch in
 # flight during the swap), note the WAL position after them in wal_after,
 # start the impostor. With RELAY_PID (a poll relay) the relay is held
-# (SIGSTOP) from just after its claim and its check before the batch until
-# the impostor has the topic, so the batch is delivered there, not failed
-# for want of partitions while it starts.
+# (SIGSTOP) from its claim until the impostor has the topic, so the batch is
+# delivered there, not failed for want of partitions while it starts.
 to_impostor() {
 	swapped=1
 	bash scripts/services stop kafka >>"$tmp/services.log" 2>&1 || return 1
-	# (a poll relay waits while they are written, so it claims them in one batch)
-	[ -n "${3:-}" ] && kill -STOP "$3"
 	write "$1" "$2"
 	wal_after=$(q "SELECT pg_current_wal_lsn()")
 	if [ -n "${3:-}" ]; then
-		kill -CONT "$3"
 		wait_for 20 claimed "$1" || diag "the relay did not claim the batch"
-		# Past its check before the batch (1 s without an answer), so the
-		# batch is queued for the broker and only the check after the
-		# reports can stop it.
-		sleep 3
+		sleep 0.5
 		kill -STOP "$3"
 	fi
 	bash scripts/services start kafka-impostor >>"$tmp/services.log" 2>&1
