@@ -33,6 +33,20 @@
  *     the catch-up poll, which publishes nothing until the recorded cluster
  *     answers again (or the new one is accepted).
  *
+ *  5. A row Kafka refuses for good (publish_err_permanent) blocks only its
+ *     own aggregate, as with polling: it gets refused_at and last_error
+ *     and stays unsent, its aggregate joins the blocked set, and every
+ *     later streamed event of a blocked aggregate is left unsent (not
+ *     produced). The transaction is then settled like any other, so the
+ *     slot moves on and every other aggregate streams at full speed. What
+ *     was left unsent is in the table: every CDC_BLOCKED_MS the relay asks
+ *     which aggregates are still refused (sql/008), and when one no longer
+ *     is (its payload was fixed, refused_at cleared or older than
+ *     PUBLISH_REFUSED_RETRY_S) it ends the session, whose successor's
+ *     catch-up poll (2) publishes that aggregate's events in order before
+ *     the stream goes on. A session starts with the blocked set read from
+ *     the table, after the catch-up poll.
+ *
  * Why exactly one relay streams: the active relay holds a session advisory
  * lock keyed by the slot name on its ordinary connection; standbys try it
  * every CDC_STANDBY_MS. A killed relay's sessions end with it, the lock is
@@ -83,6 +97,7 @@
 #define CDC_BACKOFF_BASE_MS 100
 #define CDC_WAIT_MS 100           /* socket wait slice */
 #define CDC_CLUSTER_MS 5000       /* cluster id check before marking: timeout */
+#define CDC_BLOCKED_MS 5000       /* are the blocked aggregates still refused? (point 5) */
 
 /* One streamed event. row must come first: the delivery report's opaque
  * is &row (publish.c records the outcome there). */
@@ -140,6 +155,10 @@ struct cdc {
 	int64_t summary_published;
 	struct cdc_counters ctr;
 	struct cluster_guard cluster;
+
+	char **blocked;        /* aggregates with a refused unsent row (point 5) */
+	int nblocked, blockedcap;
+	int64_t blocked_ms;    /* last check of the blocked set */
 };
 
 enum lead_result {
@@ -155,6 +174,19 @@ static bool cdc_mark_done(struct cdc *x, bool wait, bool *moved, char *err, size
 static const char SQL_MARK[] =
 	"UPDATE public.outbox SET sent_at = now() "
 	" WHERE id = ANY($1::bigint[]) AND sent_at IS NULL";
+
+/* A row Kafka refused for good: left unsent, its aggregate skipped by
+ * both relays (sql/008). */
+static const char SQL_REFUSE[] =
+	"UPDATE public.outbox SET attempts = attempts + 1, last_error = $2, refused_at = now() "
+	" WHERE id = $1::bigint";
+
+/* The aggregates still blocked by a refused row (the small partial index
+ * outbox_refused). Upholds point 5: the same rule as the poll relay's claim. */
+static const char SQL_REFUSED_AGGS[] =
+	"SELECT DISTINCT aggregate_id FROM public.outbox "
+	" WHERE refused_at IS NOT NULL AND sent_at IS NULL "
+	"   AND refused_at > now() - interval '" PUBLISH_STR(PUBLISH_REFUSED_RETRY_S) " s'";
 
 static const char SQL_SLOT[] =
 	"SELECT plugin, coalesce(wal_status, ''), coalesce(active_pid, 0), "
@@ -252,6 +284,81 @@ static void cdc_stream_reset(struct cdc *x)
 			PQclear(res);
 		x->mark_busy = false;
 	}
+}
+
+/* ---- aggregates blocked by a refused row (point 5) ------------------------ */
+
+static bool cdc_blocked_has(const struct cdc *x, const char *aggregate_id)
+{
+	for (int i = 0; i < x->nblocked; i++)
+		if (strcmp(x->blocked[i], aggregate_id) == 0)
+			return true;
+	return false;
+}
+
+static bool cdc_blocked_add(struct cdc *x, const char *aggregate_id)
+{
+	if (cdc_blocked_has(x, aggregate_id))
+		return true;
+	if (x->nblocked == x->blockedcap) {
+		int cap = x->blockedcap ? x->blockedcap * 2 : 8;
+		char **n = realloc(x->blocked, (size_t)cap * sizeof *n);
+
+		if (n == NULL)
+			return false;
+		x->blocked = n;
+		x->blockedcap = cap;
+	}
+	x->blocked[x->nblocked] = strdup(aggregate_id);
+	if (x->blocked[x->nblocked] == NULL)
+		return false;
+	x->nblocked++;
+	return true;
+}
+
+static void cdc_blocked_clear(struct cdc *x)
+{
+	for (int i = 0; i < x->nblocked; i++)
+		free(x->blocked[i]);
+	x->nblocked = 0;
+}
+
+/* Read the refused aggregates. With fill, the blocked set becomes them
+ * (a session's start); otherwise *released says whether a blocked one is
+ * no longer among them, which ends the session (point 5). */
+static bool cdc_blocked_read(struct cdc *x, bool fill, bool *released, char *err, size_t errlen)
+{
+	PGresult *res = cdc_query(x->db, SQL_REFUSED_AGGS, 0, NULL, err, errlen);
+	int n;
+
+	*released = false;
+	x->blocked_ms = util_mono_ms();
+	if (res == NULL)
+		return false;
+	n = PQntuples(res);
+	if (fill) {
+		cdc_blocked_clear(x);
+		for (int i = 0; i < n; i++)
+			if (!cdc_blocked_add(x, PQgetvalue(res, i, 0))) {
+				PQclear(res);
+				snprintf(err, errlen, "out of memory");
+				return false;
+			}
+	}
+	for (int b = 0; b < x->nblocked && !*released; b++) {
+		bool still = false;
+
+		for (int i = 0; i < n && !still; i++)
+			still = strcmp(PQgetvalue(res, i, 0), x->blocked[b]) == 0;
+		if (!still) {
+			snprintf(err, errlen, "aggregate %s is no longer refused by Kafka: a new "
+				 "session's catch-up poll publishes its events in order",
+				 x->blocked[b]);
+			*released = true;
+		}
+	}
+	PQclear(res);
+	return true;
 }
 
 static struct pgo_rel *cdc_rel_find(struct cdc *x, uint32_t relid)
@@ -388,21 +495,28 @@ static bool cdc_on_insert(struct cdc *x, struct pgo_reader *r, char *err, size_t
 	ev->row.payload = row.val[PGO_PAYLOAD];
 	ev->row.payload_len = row.len[PGO_PAYLOAD];
 	ev->row.publish = true;
+	/* Behind a refused event of its aggregate: left unsent, not produced
+	 * (point 5); not an error, so the transaction settles. */
+	if (cdc_blocked_has(x, ev->row.aggregate_id))
+		ev->row.publish = false;
 	/* After an enqueue error (e.g. a row too large for Kafka) the later
 	 * events of the same aggregate in this transaction are not produced:
 	 * they fail too (the transaction is streamed again), so they never
 	 * reach the topic ahead of it. */
-	for (int i = 0; i < t->n - 1; i++)
+	for (int i = 0; i < t->n - 1 && ev->row.publish; i++)
 		if (t->ev[i]->row.err != RD_KAFKA_RESP_ERR_NO_ERROR && !t->ev[i]->row.pending &&
 		    strcmp(t->ev[i]->row.aggregate_id, ev->row.aggregate_id) == 0) {
 			ev->row.publish = false;
 			ev->row.err = RD_KAFKA_RESP_ERR__FAIL; /* not produced */
 			break;
 		}
-	/* One row at a time: an enqueue error is recorded in the row and
-	 * fails the transaction, which is then streamed again. */
+	/* One row at a time: an enqueue error is recorded in the row; a
+	 * permanent one blocks the aggregate (point 5), any other fails the
+	 * transaction, which is then streamed again. */
 	if (ev->row.publish && publish_send(&x->pub, &ev->row, 1) == 1)
 		x->ctr.published++;
+	if (publish_err_permanent(ev->row.err) && !cdc_blocked_add(x, ev->row.aggregate_id))
+		goto oom;
 	ev->row.payload = NULL; /* the message buffer goes away; librdkafka copied it */
 	return true;
 oom:
@@ -479,20 +593,69 @@ static bool cdc_idle(const struct cdc *x)
 	       !x->mark_busy;
 }
 
-/* Move fully acknowledged transactions, oldest first, to the mark batch.
- * False when one of them had a failed event: the stream must restart. */
-static bool cdc_collect(struct cdc *x)
+/* Record an event Kafka refused for good (point 5): refused_at, an
+ * attempt and last_error, after the mark in flight (if any) is settled.
+ * Its aggregate is already in the blocked set (cdc_on_insert, or here for a
+ * refusal that came in a delivery report). */
+static bool cdc_refuse(struct cdc *x, const struct cdc_event *ev, char *err, size_t errlen)
+{
+	char id[32], why[512];
+	const char *params[2] = { id, why };
+	PGresult *res;
+	bool moved;
+
+	if (!cdc_blocked_add(x, ev->row.aggregate_id)) {
+		snprintf(err, errlen, "out of memory");
+		return false;
+	}
+	if (!cdc_mark_done(x, true, &moved, err, errlen))
+		return false;
+	snprintf(id, sizeof id, "%" PRId64, ev->row.id);
+	snprintf(why, sizeof why, "%s: %s (refused by Kafka for good: this aggregate waits until "
+		 "the payload is updated or refused_at is cleared, or for %d s)",
+		 rd_kafka_err2name(ev->row.err), rd_kafka_err2str(ev->row.err),
+		 PUBLISH_REFUSED_RETRY_S);
+	res = PQexecParams(x->db, SQL_REFUSE, 2, NULL, params, NULL, NULL, 0);
+	if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+		db_error(x->db, res, err, errlen);
+		PQclear(res);
+		return false;
+	}
+	PQclear(res);
+	x->ctr.failed++;
+	log_warn("event %s (%s #%" PRId64 ", %zu bytes) refused by Kafka for good: %s; left "
+		 "unsent with refused_at, the later events of %s wait behind it (outboxctl "
+		 "status), every other aggregate goes on", ev->event_id, ev->row.aggregate_id,
+		 ev->row.seq, ev->row.payload_len, rd_kafka_err2str(ev->row.err),
+		 ev->row.aggregate_id);
+	return true;
+}
+
+/* The first event of t whose failure means "stream t again": one Kafka
+ * may still take (publish_err_permanent says which it never will). NULL
+ * when there is none. */
+static const struct cdc_event *cdc_txn_failed(const struct cdc_txn *t)
+{
+	for (int i = 0; i < t->n; i++)
+		if (t->ev[i]->row.err != RD_KAFKA_RESP_ERR_NO_ERROR &&
+		    !publish_err_permanent(t->ev[i]->row.err))
+			return t->ev[i];
+	return NULL;
+}
+
+/* Move fully reported transactions, oldest first, to the mark batch: their
+ * acknowledged events are marked, refused ones recorded, the ones behind a
+ * refused event left unsent (point 5). False (err set) when one had an
+ * event that failed otherwise: the stream must restart. */
+static bool cdc_collect(struct cdc *x, char *err, size_t errlen)
 {
 	while (x->head != NULL) {
 		struct cdc_txn *t = x->head;
-		bool failed = false;
+		const struct cdc_event *bad;
 
-		for (int i = 0; i < t->n; i++) {
+		for (int i = 0; i < t->n; i++)
 			if (t->ev[i]->row.pending)
 				return true;
-			if (t->ev[i]->row.err != RD_KAFKA_RESP_ERR_NO_ERROR)
-				failed = true;
-		}
 		if (x->log_fd >= 0 && t->n > 0) {
 			struct publish_row *rows = malloc((size_t)t->n * sizeof *rows);
 
@@ -505,34 +668,43 @@ static bool cdc_collect(struct cdc *x)
 				free(rows);
 			}
 		}
-		if (failed) {
-			for (int i = 0; i < t->n; i++)
-				if (t->ev[i]->row.err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-					x->ctr.failed++;
-					log_warn("event %s (%s #%" PRId64 ") not acknowledged: %s; "
-						 "streaming again from %X/%X",
-						 t->ev[i]->event_id, t->ev[i]->row.aggregate_id,
-						 t->ev[i]->row.seq,
-						 rd_kafka_err2str(t->ev[i]->row.err),
-						 (unsigned)(x->flush_lsn >> 32),
-						 (unsigned)x->flush_lsn);
-					break;
-				}
+		bad = cdc_txn_failed(t);
+		if (bad != NULL) {
+			x->ctr.failed++;
+			snprintf(err, errlen, "event %s (%s #%" PRId64 ") not acknowledged: %s; "
+				 "streaming again from %X/%X", bad->event_id, bad->row.aggregate_id,
+				 bad->row.seq, rd_kafka_err2str(bad->row.err),
+				 (unsigned)(x->flush_lsn >> 32), (unsigned)x->flush_lsn);
 			return false;
 		}
 		for (int i = 0; i < t->n; i++) {
+			const struct cdc_event *ev = t->ev[i];
+
+			if (ev->row.err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+				if (!cdc_refuse(x, ev, err, errlen))
+					return false;
+				continue;
+			}
+			/* Behind a refused event of its aggregate (not produced, or
+			 * acknowledged after a refusal that came in a delivery
+			 * report): left unsent, so the catch-up poll sends it
+			 * again after the refused one, in order (poll.c point 4). */
+			if (!ev->row.enqueued || cdc_blocked_has(x, ev->row.aggregate_id))
+				continue;
 			if (x->nmark == x->markcap) {
 				int cap = x->markcap ? x->markcap * 2 : 1024;
 				int64_t *n = realloc(x->mark_ids, (size_t)cap * sizeof *n);
 
-				if (n == NULL)
+				if (n == NULL) {
+					snprintf(err, errlen, "out of memory");
 					return false;
+				}
 				x->mark_ids = n;
 				x->markcap = cap;
 			}
 			if (x->nmark == 0)
 				x->mark_first_ms = util_mono_ms();
-			x->mark_ids[x->nmark++] = t->ev[i]->row.id;
+			x->mark_ids[x->nmark++] = ev->row.id;
 			x->ctr.acked++;
 		}
 		x->pending_lsn = t->end_lsn;
@@ -862,7 +1034,14 @@ static enum lead_result cdc_start(struct cdc *x, char *err, size_t errlen)
 	char *slot = NULL, *pub = NULL, sql[512];
 	PGresult *res;
 	enum lead_result out = LEAD_RETRY;
+	bool released;
 
+	/* After the catch-up poll: what it left unsent behind a refused row. */
+	if (!cdc_blocked_read(x, true, &released, err, errlen))
+		return db_lost(x->db) ? LEAD_DB_LOST : LEAD_RETRY;
+	if (x->nblocked > 0)
+		log_info("%d aggregates have an event Kafka refused for good: their streamed "
+			 "events are left unsent behind it (outboxctl status)", x->nblocked);
 	x->repl = cdc_repl_connect(x, err, errlen);
 	if (x->repl == NULL)
 		return LEAD_RETRY;
@@ -1000,7 +1179,7 @@ static void cdc_settle(struct cdc *x)
 	    !publish_wait(&x->pub, x->cfg->kafka_delivery_timeout_ms + 5000))
 		log_warn("stopping with %d events unacknowledged; they are streamed again",
 			 publish_outstanding());
-	if (cdc_collect(x) && cdc_mark_done(x, true, &moved, err, sizeof err) &&
+	if (cdc_collect(x, err, sizeof err) && cdc_mark_done(x, true, &moved, err, sizeof err) &&
 	    cdc_mark_send(x, err, sizeof err) && cdc_mark_done(x, true, &moved, err, sizeof err)) {
 		if (x->repl != NULL && !cdc_send_status(x, false))
 			log_warn("final status update failed");
@@ -1059,10 +1238,8 @@ static enum lead_result cdc_stream(struct cdc *x, char *err, size_t errlen)
 		publish_poll(&x->pub);
 		if (kafka_take_fatal(err, errlen))
 			return LEAD_RETRY;
-		if (!cdc_collect(x)) {
-			snprintf(err, errlen, "an event was not acknowledged");
-			return LEAD_RETRY;
-		}
+		if (!cdc_collect(x, err, errlen))
+			return db_lost(x->db) ? LEAD_DB_LOST : LEAD_RETRY;
 		now = util_mono_ms();
 		if (!cdc_mark_done(x, false, &moved, err, errlen))
 			return db_lost(x->db) ? LEAD_DB_LOST : LEAD_RETRY;
@@ -1091,6 +1268,16 @@ static enum lead_result cdc_stream(struct cdc *x, char *err, size_t errlen)
 			out = cdc_slot_watch(x, err, errlen);
 			if (out != LEAD_OK)
 				return out;
+		}
+		if (x->nblocked > 0 && now - x->blocked_ms >= CDC_BLOCKED_MS) {
+			bool released;
+
+			if (!cdc_blocked_read(x, false, &released, err, errlen))
+				return db_lost(x->db) ? LEAD_DB_LOST : LEAD_RETRY;
+			if (released) {
+				cdc_settle(x);
+				return LEAD_RETRY;
+			}
 		}
 		if (now - x->counters_ms >= CDC_COUNTERS_MS)
 			cdc_counters_flush(x);
@@ -1151,6 +1338,8 @@ static void cdc_free(struct cdc *x)
 		PQfinish(x->db);
 	if (x->log_fd >= 0)
 		close(x->log_fd);
+	cdc_blocked_clear(x);
+	free(x->blocked);
 	free(x->rels);
 	free(x->mark_ids);
 	free(x->arr);

@@ -50,7 +50,7 @@
  *     while the refused one is unsent, and the pass does not back off, so
  *     every other aggregate goes on at full speed. The aggregate is claimed
  *     again, from the refused row, once refused_at is cleared (a payload
- *     update does it) or older than RELAY_REFUSED_RETRY_S.
+ *     update does it) or older than PUBLISH_REFUSED_RETRY_S.
  *
  * Why an acknowledgement counts only from the recorded Kafka cluster: the
  * pass asks the broker for its cluster id before claiming and again after
@@ -96,7 +96,6 @@
 #define RELAY_REPORT_MARGIN_MS 5000
 #define RELAY_CLUSTER_BEFORE_MS 1000 /* cluster id check before a batch (broker down: go on) */
 #define RELAY_CLUSTER_AFTER_MS 5000  /* ... and before marking (no answer: mark nothing) */
-#define RELAY_REFUSED_RETRY_S 600    /* a refused aggregate is skipped this long (008) */
 
 /* Claim (READ COMMITTED). Upholds disjointness (SKIP LOCKED) and the
  * one-relay-per-aggregate rule (the advisory lock is taken IN the WHERE
@@ -108,7 +107,7 @@
  *
  * Upholds "a row Kafka refused for good blocks only its own aggregate"
  * (sql/008_outbox_refused.sql): an aggregate with an unsent row refused
- * less than RELAY_REFUSED_RETRY_S ago is not claimed at all, so its later
+ * less than PUBLISH_REFUSED_RETRY_S ago is not claimed at all, so its later
  * events stay unsent behind it and the batch is filled with others. NOT IN
  * over the small partial index outbox_refused (an index-only range scan on
  * refused_at) is a hashed subplan, run once per claim, and stays a filter
@@ -121,7 +120,7 @@ static const char SQL_CLAIM[] =
 	"   AND id <= $2 "
 	"   AND aggregate_id NOT IN (SELECT b.aggregate_id FROM public.outbox b "
 	"         WHERE b.refused_at IS NOT NULL AND b.sent_at IS NULL "
-	"           AND b.refused_at > now() - interval '" RELAY_STR(RELAY_REFUSED_RETRY_S) " s') "
+	"           AND b.refused_at > now() - interval '" PUBLISH_STR(PUBLISH_REFUSED_RETRY_S) " s') "
 	"   AND pg_try_advisory_xact_lock(" RELAY_STR(RELAY_LOCK_NS) ", hashtext(aggregate_id)) "
 	" ORDER BY id "
 	" LIMIT $1 "
@@ -597,7 +596,7 @@ static enum pass_result relay_pass(struct relay *r)
 			snprintf(why, sizeof why, "%s: %s (refused by Kafka for good: this "
 				 "aggregate waits until the payload is updated or refused_at is "
 				 "cleared, or for %d s)", rd_kafka_err2name(row->err),
-				 rd_kafka_err2str(row->err), RELAY_REFUSED_RETRY_S);
+				 rd_kafka_err2str(row->err), PUBLISH_REFUSED_RETRY_S);
 		else if (row->err != RD_KAFKA_RESP_ERR_NO_ERROR)
 			snprintf(why, sizeof why, "%s: %s", rd_kafka_err2name(row->err),
 				 rd_kafka_err2str(row->err));

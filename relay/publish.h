@@ -70,6 +70,12 @@ bool publish_wait(struct publisher *p, long timeout_ms);
  * full) is transient: the pass backs off and tries again. */
 bool publish_err_permanent(rd_kafka_resp_err_t err);
 
+/* How long an aggregate with a refused row (refused_at, sql/008) is left
+ * alone by both relays before its row is tried again as it is. */
+#define PUBLISH_REFUSED_RETRY_S 600
+#define PUBLISH_STR_(x) #x
+#define PUBLISH_STR(x) PUBLISH_STR_(x)
+
 /* Reports still outstanding. */
 int publish_outstanding(void);
 

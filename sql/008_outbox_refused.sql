@@ -13,7 +13,7 @@
 --     refused_at by hand (e.g. after raising the broker's limit):
 --       UPDATE public.outbox SET refused_at = NULL WHERE id = ...;
 --   * by itself once refused_at is older than the relay's retry period
---     (relay/poll.c, RELAY_REFUSED_RETRY_S).
+--     (relay/publish.h, PUBLISH_REFUSED_RETRY_S).
 -- Idempotent, so `outboxctl migrate` calls it again after moving the outbox
 -- to the partitioned layout (a new table: its refused rows are tried once
 -- more and refused again).
