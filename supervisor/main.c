@@ -227,19 +227,43 @@ static void check_all_stopped(void)
 	}
 }
 
+/* A child stopped by a signal (SIGSTOP, SIGTSTP; not a debugger's stop,
+ * which its tracer sees) is killed at once, and respawned like any worker
+ * that died. A stopped relay still holds its claim until its session is
+ * ended, after which another relay sends the same events and newer ones;
+ * resumed, it would let the batch queued in its Kafka producer reach the
+ * broker after them, out of order. Killed while stopped, that queue is
+ * gone (README, "A frozen worker"). */
+static void kill_stopped(pid_t pid, const char *what)
+{
+	struct proc *p = proc_find(&sup.table, pid);
+
+	if (p != NULL)
+		log_warn("%s[%d] (pid %d) %s: killing it (a stopped worker's queued messages "
+			 "would reach Kafka late, behind newer ones); it is respawned",
+			 proc_role_name(p->role), p->index, (int)pid, what);
+	else
+		log_warn("child pid %d %s: killing it", (int)pid, what);
+	kill(pid, SIGKILL);
+}
+
 static void reap(void)
 {
 	int status;
 	pid_t pid;
 
-	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+	while ((pid = waitpid(-1, &status, WNOHANG | WUNTRACED)) > 0) {
 		struct proc *p;
 		char what[96];
 
+		proc_describe_exit(status, what, sizeof what);
+		if (WIFSTOPPED(status)) {
+			kill_stopped(pid, what);
+			continue;
+		}
 		if (janitor_reap(sup.janitor, pid, status) || ready_reap(sup.ready, pid, status))
 			continue;
 		p = proc_find(&sup.table, pid);
-		proc_describe_exit(status, what, sizeof what);
 		if (p == NULL) {
 			log_warn("unknown child pid %d %s", (int)pid, what);
 			continue;

@@ -128,6 +128,8 @@ void proc_describe_exit(int status, char *out, size_t outlen)
 		if (name == NULL)
 			snprintf(out, outlen, "killed by signal %d%s", WTERMSIG(status),
 				 WCOREDUMP(status) ? " (core dumped)" : "");
+	} else if (WIFSTOPPED(status) && sigabbrev_np(WSTOPSIG(status)) != NULL) {
+		snprintf(out, outlen, "stopped by signal SIG%s", sigabbrev_np(WSTOPSIG(status)));
 	} else {
 		snprintf(out, outlen, "ended with wait status 0x%x", (unsigned)status);
 	}

@@ -80,6 +80,8 @@ int main(void)
 	is_str(d, "killed by signal SIGKILL", "signal described by name");
 	proc_describe_exit(SIGSEGV | 0x80, d, sizeof d);
 	is_str(d, "killed by signal SIGSEGV (core dumped)", "core dump noted");
+	proc_describe_exit((SIGSTOP << 8) | 0x7f, d, sizeof d);
+	is_str(d, "stopped by signal SIGSTOP", "a stop described by name");
 
 	ok(http_parse_listen("127.0.0.1:8780", &on, host, sizeof host, &port, err, sizeof err) &&
 	   on && strcmp(host, "127.0.0.1") == 0 && port == 8780, "host:port parses");

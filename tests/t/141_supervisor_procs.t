@@ -136,6 +136,17 @@ kill -KILL "$(pid_of consumer 0)"
 wait_for 3 nstart_ge consumer 0 2
 is "$(nstart consumer 0)" 2 "a SIGKILLed consumer is respawned too"
 
+# SIGSTOP consumer 1: a stopped worker is killed at once and respawned (a
+# stopped relay's queued messages would reach Kafka late, out of order).
+old=$(pid_of consumer 1)
+kill -STOP "$old"
+wait_for 3 nstart_ge consumer 1 2
+is "$(nstart consumer 1)" 2 "a stopped worker is respawned"
+ok $(! kill -0 "$old" 2>/dev/null; echo $?) "... and the stopped one is gone (pid $old)"
+ok $(grep -q "consumer\[1\] (pid $old) stopped by signal SIGSTOP: killing it" "$LOG" &&
+	grep -q "consumer\[1\] (pid $old) killed by signal SIGKILL; respawning" "$LOG"; echo $?) \
+	"the stop and the kill are logged"
+
 # SIGHUP with a broken config: keeps running, keeps the old one, passes SIGHUP on.
 cp "$conf" "$tmp/a.conf.good"
 echo "backoff_max_ms = lots" >>"$conf"
