@@ -34,7 +34,7 @@ obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(patsubst $(BUILD)/%,%,$(1)))
 
 .PHONY: all debug asan deps check check-run check-sanitized unit unit-bins services demo chaos bench clean help
 .PHONY: bench-latency
-.PHONY: bench-cleanup
+.PHONY: bench-cleanup bench-throughput
 all: $(addprefix $(BIN)/,$(PROGS))
 
 help:
@@ -43,6 +43,7 @@ help:
 	@echo "make demo     the crash-injection story end to end on the local services"
 	@echo "make chaos    the crash schedule alone (scripts/chaos --help for its options)"
 	@echo "make bench-cleanup  claim time as the outbox grows, cleanup on/off; writes during a drop"
+	@echo "make bench-throughput  drain rate of one relay and apply rate of one consumer, CPU, RSS"
 	@echo "make debug    ASan/UBSan build into build/debug and bin-debug/, unit tests under it"
 	@echo "make check-sanitized  unit tests and a fast integration subset under ASan/UBSan"
 	@echo "make bench    the benchmarks (never part of make check)"
@@ -128,6 +129,14 @@ bench-cleanup: deps
 	@$(MAKE) --no-print-directory all
 	bash scripts/bench-cleanup
 bench: bench-cleanup
+
+# Drain rate of one relay (poll, CDC restart, CDC streaming) and apply rate
+# of one consumer on a backlog, with CPU and RSS (scripts/bench-throughput
+# --help), e.g. make bench-throughput BENCH_THROUGHPUT_ARGS='--events 50000'.
+bench-throughput: deps
+	@$(MAKE) --no-print-directory all
+	bash scripts/bench-throughput $(BENCH_THROUGHPUT_ARGS)
+bench: bench-throughput
 
 clean:
 	rm -rf build bin bin-debug
