@@ -53,6 +53,7 @@ static const struct conf_key conf_keys[] = {
 	S("consumer", "group_id", consumer_group, "outboxd"),
 	S("consumer", "conninfo", consumer_conninfo, ""),
 	I("consumer", "commit_interval_ms", consumer_commit_interval_ms, 0, 60000, "200"),
+	I("consumer", "batch_size", consumer_batch_size, 1, CONF_CONSUMER_BATCH_MAX, "500"),
 	I("consumer", "retry_max_attempts", consumer_retry_max_attempts, 1, 1000, "5"),
 	I("consumer", "retry_max_ms", consumer_retry_max_ms, 0, 3600000, "30000"),
 	I("consumer", "retry_backoff_ms", consumer_retry_backoff_ms, 1, 600000, "200"),

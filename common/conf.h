@@ -20,6 +20,8 @@ struct conf_kafka_prop {
 
 /* The whole configuration. Every field has a default (see conf.c's key
  * table); conf_load() fills it from the file, then from the environment. */
+#define CONF_CONSUMER_BATCH_MAX 500
+
 struct conf {
 	char path[CONF_STR];                /* file it came from ("" = defaults) */
 	int key_line[CONF_MAX_KEYS];        /* line each key was set on (0 = default) */
@@ -49,6 +51,7 @@ struct conf {
 	char consumer_group[256];           /* [consumer] group_id */
 	char consumer_conninfo[CONF_STR];   /* [consumer] conninfo ("" = database's) */
 	int consumer_commit_interval_ms;    /* [consumer] commit_interval_ms */
+	int consumer_batch_size;            /* [consumer] batch_size, 1..CONF_CONSUMER_BATCH_MAX */
 	int consumer_retry_max_attempts;    /* [consumer] retry_max_attempts */
 	int consumer_retry_max_ms;          /* [consumer] retry_max_ms */
 	int consumer_retry_backoff_ms;      /* [consumer] retry_backoff_ms */

@@ -1,6 +1,8 @@
 #include "db.h"
 
+#include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -199,4 +201,92 @@ void db_error(PGconn *conn, const PGresult *res, char *err, size_t errlen)
 	for (char *p = err; *p != '\0'; p++)
 		if (*p == '\n')
 			*p = ' ';
+}
+
+/* ---- array parameters ---------------------------------------------------- */
+
+/* Room for more bytes (and the closing "}" and NUL). */
+static bool db_array_room(struct db_array *a, size_t more)
+{
+	size_t need = a->len + more + 2;
+	char *n;
+
+	if (a->failed)
+		return false;
+	if (need <= a->cap)
+		return true;
+	if (need < a->cap * 2)
+		need = a->cap * 2;
+	if (need < 256)
+		need = 256;
+	n = realloc(a->buf, need);
+	if (n == NULL) {
+		a->failed = true;
+		return false;
+	}
+	a->buf = n;
+	a->cap = need;
+	return true;
+}
+
+void db_array_clear(struct db_array *a)
+{
+	a->len = 0;
+	a->n = 0;
+	a->failed = false;
+}
+
+/* The separator before an element ("{" before the first). */
+static void db_array_sep(struct db_array *a)
+{
+	a->buf[a->len++] = a->n++ == 0 ? '{' : ',';
+}
+
+void db_array_add(struct db_array *a, const char *v)
+{
+	size_t vlen = v != NULL ? strlen(v) : 0;
+
+	/* Worst case every byte escaped, two quotes, the separator. */
+	if (!db_array_room(a, 2 * vlen + 8))
+		return;
+	db_array_sep(a);
+	if (v == NULL) {
+		memcpy(a->buf + a->len, "NULL", 4);
+		a->len += 4;
+		return;
+	}
+	a->buf[a->len++] = '"';
+	for (; *v != '\0'; v++) {
+		if (*v == '"' || *v == '\\')
+			a->buf[a->len++] = '\\';
+		a->buf[a->len++] = *v;
+	}
+	a->buf[a->len++] = '"';
+}
+
+void db_array_add_int(struct db_array *a, int64_t v)
+{
+	if (!db_array_room(a, 24))
+		return;
+	db_array_sep(a);
+	a->len += (size_t)snprintf(a->buf + a->len, 22, "%" PRId64, v);
+}
+
+const char *db_array_text(struct db_array *a)
+{
+	if (!db_array_room(a, 2))
+		return NULL;
+	if (a->n == 0)
+		memcpy(a->buf, "{}", 3);
+	else {
+		a->buf[a->len] = '}';
+		a->buf[a->len + 1] = '\0';
+	}
+	return a->buf;
+}
+
+void db_array_free(struct db_array *a)
+{
+	free(a->buf);
+	*a = (struct db_array){ 0 };
 }

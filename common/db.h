@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 /* conninfo (key/value string or URI) for a log line, as libpq parses it:
  * every setting it names, the password as ****; a string libpq cannot
@@ -47,5 +48,23 @@ bool db_lost(PGconn *conn);
 
 /* Copy PQerrorMessage / PQresultErrorMessage into err without the newline. */
 void db_error(PGconn *conn, const PGresult *res, char *err, size_t errlen);
+
+/* One array parameter in PostgreSQL's text form ({"a","b",NULL}), built
+ * element by element: every element quoted and escaped, so any text (and
+ * NULL) goes through as it is. Zero-initialised is empty and ready;
+ * db_array_clear starts a new one and keeps the memory. */
+struct db_array {
+	char *buf;
+	size_t len, cap;
+	int n;          /* elements so far */
+	bool failed;    /* out of memory: db_array_text returns NULL */
+};
+
+void db_array_clear(struct db_array *a);
+void db_array_add(struct db_array *a, const char *v); /* NULL: a NULL element */
+void db_array_add_int(struct db_array *a, int64_t v);
+/* The literal, valid until the next change; NULL when out of memory. */
+const char *db_array_text(struct db_array *a) __attribute__((warn_unused_result));
+void db_array_free(struct db_array *a);
 
 #endif

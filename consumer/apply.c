@@ -147,6 +147,45 @@ static const char SQL_REPORT[] =
 	"  parked = EXCLUDED.parked, foreign_messages = EXCLUDED.foreign_messages, "
 	"  foreign_partitions = EXCLUDED.foreign_partitions, reconnects = EXCLUDED.reconnects";
 
+/* The batch path (apply_batch): the same three steps for many events at
+ * once. The orders' projection rows, created if new and locked in one
+ * order (byte order: two consumers sharing orders during a rebalance lock
+ * them alike), each with whether anything makes the order need the
+ * one-by-one path: a quarantine, held events, an open gap. */
+static const char SQL_B_PROJ_NEW[] =
+	"INSERT INTO sink.order_projection (order_id) SELECT DISTINCT unnest($1::text[]) "
+	"ON CONFLICT DO NOTHING";
+
+static const char SQL_B_LOCK[] =
+	"SELECT p.order_id, p.last_seq, "
+	"  EXISTS (SELECT 1 FROM sink.quarantine q WHERE q.order_id = p.order_id) "
+	"  OR EXISTS (SELECT 1 FROM sink.held h WHERE h.aggregate_id = p.order_id) "
+	"  OR EXISTS (SELECT 1 FROM sink.ordering_audit g WHERE g.kind = 'gap' "
+	"    AND g.healed_at IS NULL AND g.aggregate_id = p.order_id) "
+	"FROM sink.order_projection p WHERE p.order_id = ANY ($1::text[]) "
+	"ORDER BY p.order_id COLLATE \"C\" FOR UPDATE OF p";
+
+static const char SQL_B_INBOX[] =
+	"INSERT INTO sink.inbox (event_id) SELECT unnest($1::uuid[]) ON CONFLICT DO NOTHING";
+
+/* Every event's side effect, and per order the new high-water mark, the
+ * count, and the last status and total the events carried (as SQL_APPLY
+ * does event by event). */
+static const char SQL_B_APPLY[] =
+	"WITH v AS (SELECT * FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::text[], "
+	"    $5::int[], $6::bigint[], $7::text[], $8::bigint[]) "
+	"  AS v(event_id, aggregate_id, seq, event_type, part, off, status, total)), "
+	"e AS (INSERT INTO sink.side_effects (event_id, aggregate_id, aggregate_seq, event_type, "
+	"    consumer_id, kafka_partition, kafka_offset) "
+	"  SELECT event_id, aggregate_id, seq, event_type, $9::int, part, off FROM v) "
+	"UPDATE sink.order_projection p SET last_seq = a.seq, "
+	"  events_applied = events_applied + a.n, status = COALESCE(a.status, p.status), "
+	"  total_cents = COALESCE(a.total, p.total_cents), updated_at = now() "
+	"FROM (SELECT aggregate_id, max(seq) AS seq, count(*) AS n, "
+	"    (array_agg(status ORDER BY seq DESC) FILTER (WHERE status IS NOT NULL))[1] AS status, "
+	"    (array_agg(total ORDER BY seq DESC) FILTER (WHERE total IS NOT NULL))[1] AS total "
+	"  FROM v GROUP BY aggregate_id) a WHERE p.order_id = a.aggregate_id";
+
 static const struct {
 	const char *name;
 	const char *sql;
@@ -156,7 +195,11 @@ static const struct {
 	{ "c_report", SQL_REPORT }, { "c_park", SQL_PARK }, { "c_dead", SQL_DEAD },
 	{ "c_quarantine", SQL_QUARANTINE }, { "c_hold", SQL_HOLD },
 	{ "c_inbox_undo", SQL_INBOX_UNDO }, { "c_held_next", SQL_HELD_NEXT },
+	{ "c_b_proj_new", SQL_B_PROJ_NEW }, { "c_b_lock", SQL_B_LOCK },
+	{ "c_b_inbox", SQL_B_INBOX }, { "c_b_apply", SQL_B_APPLY },
 };
+
+enum { B_EID, B_AGG, B_SEQ, B_TYPE, B_PART, B_OFF, B_STATUS, B_TOTAL, B_NARR };
 
 struct apply {
 	PGconn *conn;
@@ -168,6 +211,9 @@ struct apply {
 	bool async_commit;
 	bool release;    /* outboxctl dlq: apply to quarantined orders */
 	int held_applied; /* by the last apply_event, after its own event */
+	struct db_array arr[B_NARR]; /* apply_batch's parameters */
+	int *order;       /* apply_batch: message indexes by order id */
+	int order_cap;
 };
 
 /* ---------------------------------------------------------------- parsing */
@@ -382,6 +428,9 @@ void apply_free(struct apply *a)
 		return;
 	PQfinish(a->conn);
 	free(a->conninfo);
+	for (int i = 0; i < B_NARR; i++)
+		db_array_free(&a->arr[i]);
+	free(a->order);
 	free(a);
 }
 
@@ -882,6 +931,152 @@ fail:
 		return APPLY_POISON;
 	}
 	return rejected(state) ? APPLY_REJECTED : APPLY_FAILED;
+}
+
+/* ---------------------------------------------------------------- batches */
+
+/* Message indexes by order id (byte order, as SQL_B_LOCK), then position. */
+static int by_order(const void *x, const void *y, void *ctx)
+{
+	const struct apply_msg *m = ctx;
+	int i = *(const int *)x, j = *(const int *)y;
+	int c = strcmp(m[i].aggregate_id, m[j].aggregate_id);
+
+	return c != 0 ? c : (i > j) - (i < j);
+}
+
+/* One array per column of the batch into v. False when out of memory. */
+static bool batch_params(struct apply *a, const struct apply_msg *m, int n, const char *v[B_NARR])
+{
+	struct db_array *r = a->arr;
+
+	for (int i = 0; i < B_NARR; i++)
+		db_array_clear(&r[i]);
+	for (int i = 0; i < n; i++) {
+		db_array_add(&r[B_EID], m[i].event_id);
+		db_array_add(&r[B_AGG], m[i].aggregate_id);
+		db_array_add_int(&r[B_SEQ], m[i].seq);
+		db_array_add(&r[B_TYPE], m[i].event_type);
+		db_array_add_int(&r[B_PART], m[i].partition);
+		db_array_add_int(&r[B_OFF], m[i].offset);
+		db_array_add(&r[B_STATUS], m[i].status[0] ? m[i].status : NULL);
+		if (m[i].has_total)
+			db_array_add_int(&r[B_TOTAL], m[i].total_cents);
+		else
+			db_array_add(&r[B_TOTAL], NULL);
+	}
+	for (int i = 0; i < B_NARR; i++)
+		if ((v[i] = db_array_text(&r[i])) == NULL)
+			return false;
+	return true;
+}
+
+/* The check before the batch apply, against the locked projection rows:
+ * no order is quarantined, holds events or has an open gap, and each
+ * order's events are exactly last_seq + 1, + 2, ... in batch order (the
+ * order they came in on its partition). Returns n when all pass, else the
+ * first batch position that does not (everything before it does), with
+ * the reason in why. */
+static int batch_in_sequence(struct apply *a, const struct apply_msg *m, int n,
+			     const PGresult *lock, char *why, size_t whylen)
+{
+	int row = 0, rows = PQntuples(lock), first = n;
+
+	for (int k = 0; k < n; k++)
+		a->order[k] = k;
+	qsort_r(a->order, (size_t)n, sizeof *a->order, by_order, (void *)m);
+	for (int k = 0; k < n;) {
+		const char *agg = m[a->order[k]].aggregate_id;
+		int64_t next;
+
+		while (row < rows && strcmp(PQgetvalue(lock, row, 0), agg) < 0)
+			row++;
+		if (row == rows || strcmp(PQgetvalue(lock, row, 0), agg) != 0 ||
+		    strcmp(PQgetvalue(lock, row, 2), "t") == 0) {
+			/* No projection row, or quarantined, held events, an open gap. */
+			if (a->order[k] < first) {
+				first = a->order[k];
+				snprintf(why, whylen, "order %s is quarantined, holds events or has "
+					 "an open gap", agg);
+			}
+			while (k < n && strcmp(m[a->order[k]].aggregate_id, agg) == 0)
+				k++;
+			continue;
+		}
+		next = strtoll(PQgetvalue(lock, row, 1), NULL, 10) + 1;
+		for (; k < n && strcmp(m[a->order[k]].aggregate_id, agg) == 0; k++, next++)
+			if (m[a->order[k]].seq != next && a->order[k] < first) {
+				first = a->order[k];
+				snprintf(why, whylen, "order %s: seq %" PRId64 " where %" PRId64
+					 " comes next", agg, m[a->order[k]].seq, next);
+			}
+	}
+	return first;
+}
+
+bool apply_batch(struct apply *a, const struct apply_msg *m, int n, int *refused_at, char *why,
+		 size_t whylen)
+{
+	const char *v[B_NARR], *p[B_NARR + 1];
+	char state[6] = "";
+	PGresult *res = NULL;
+	bool ok = false;
+
+	*refused_at = -1;
+	if (a->release || apply_lost(a)) {
+		snprintf(why, whylen, a->release ? "release mode" : "not connected");
+		return false;
+	}
+	if (n > a->order_cap) {
+		int *o = realloc(a->order, (size_t)n * sizeof *o);
+
+		if (o == NULL) {
+			snprintf(why, whylen, "out of memory");
+			return false;
+		}
+		a->order = o;
+		a->order_cap = n;
+	}
+	if (!batch_params(a, m, n, v)) {
+		snprintf(why, whylen, "out of memory");
+		return false;
+	}
+	if (!db_exec(a->conn, "BEGIN", why, whylen))
+		return false;
+	res = run(a, "c_b_proj_new", 1, &v[B_AGG], PGRES_COMMAND_OK, state, why, whylen);
+	if (res == NULL)
+		goto out;
+	PQclear(res);
+	res = run(a, "c_b_lock", 1, &v[B_AGG], PGRES_TUPLES_OK, state, why, whylen);
+	if (res == NULL)
+		goto out;
+	*refused_at = batch_in_sequence(a, m, n, res, why, whylen);
+	if (*refused_at < n)
+		goto out;
+	*refused_at = -1;
+	PQclear(res);
+	res = run(a, "c_b_inbox", 1, &v[B_EID], PGRES_COMMAND_OK, state, why, whylen);
+	if (res == NULL)
+		goto out;
+	if (strtol(PQcmdTuples(res), NULL, 10) != n) {
+		snprintf(why, whylen, "an event of the batch is in the inbox already");
+		goto out;
+	}
+	PQclear(res);
+	memcpy(p, v, sizeof v);
+	p[B_NARR] = a->consumer_id_s;
+	res = run(a, "c_b_apply", B_NARR + 1, p, PGRES_COMMAND_OK, state, why, whylen);
+	if (res == NULL)
+		goto out;
+	crash_point("consumer.after_apply"); /* once per transaction, as apply_event */
+	ok = commit(a, state, why, whylen);
+	if (ok)
+		crash_point("consumer.after_commit");
+out:
+	PQclear(res);
+	if (!ok)
+		rollback(a);
+	return ok;
 }
 
 void apply_set_release(struct apply *a, bool on)

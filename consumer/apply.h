@@ -115,6 +115,18 @@ bool apply_connect(struct apply *a, volatile sig_atomic_t *stop)
 enum apply_result apply_event(struct apply *a, const struct apply_msg *m, char *err, size_t errlen)
 	__attribute__((warn_unused_result));
 
+/* Apply n events (parsed and checked, in the order they came) in one
+ * transaction with set-based statements, when each order's events in it
+ * are exactly the next seqs, new to the inbox, and the order has no
+ * quarantine, held event or open gap. True when all are applied and
+ * committed; otherwise nothing is (rolled back), why says what stood in
+ * the way, and the caller applies them one by one with apply_event, which
+ * knows every other case (and a database error, transient or not). When
+ * the check refused one event, *refused_at is its position (the events
+ * before it would pass as a batch of their own); otherwise -1. */
+bool apply_batch(struct apply *a, const struct apply_msg *m, int n, int *refused_at, char *why,
+		 size_t whylen) __attribute__((warn_unused_result));
+
 /* How many held events (sink.held) the last apply_event applied after its
  * own event, in its transaction. */
 int apply_held_applied(const struct apply *a);

@@ -24,7 +24,15 @@
  * sink.dead_letters with its order quarantined, and only then is its offset
  * recorded (see dlq.h and apply.h). Errors that would refuse every message
  * alike (a missing table, a privilege) stop the worker, as before: the
- * message comes again after the restart, nothing is dead-lettered. */
+ * message comes again after the restart, nothing is dead-lettered.
+ *
+ * Messages are taken from librdkafka in batches of what is already fetched
+ * (up to [consumer] batch_size, never waiting for more): a run of good events goes to
+ * apply_batch, one transaction for all of them; whatever it refuses, and
+ * every other message, goes through the one-by-one path above. A batch's
+ * offsets are recorded only after its commit, so the invariant holds for
+ * each message alike. Messages of partitions revoked while a batch is taken
+ * are dropped from it unhandled: their next owner reads them again. */
 #include <getopt.h>
 #include <inttypes.h>
 #include <signal.h>
@@ -47,6 +55,7 @@
 
 #define POLL_MS 200
 #define REPORT_MS 1000
+#define BATCH_MAX CONF_CONSUMER_BATCH_MAX
 
 static struct conf cfg;
 static volatile sig_atomic_t stop;
@@ -63,6 +72,13 @@ static struct dlq *dlq; /* the dead-letter topic */
 static bool test_assign_foreign;
 static char instance[MEMBER_ID_MAX]; /* our static member id (group.instance.id) */
 static bool instance_hand_set;       /* from kafka.group.instance.id */
+static int64_t t_first;             /* when the first message came */
+
+/* Messages taken from librdkafka and not handled yet (gather), and the
+ * parsed events of a run of them (handle_gathered). */
+static rd_kafka_message_t *gathered[BATCH_MAX];
+static int ngathered;
+static struct apply_msg run_msgs[BATCH_MAX];
 
 static void on_signal(int sig)
 {
@@ -224,6 +240,28 @@ static void foreign_assignment(int foreign, const char *topics, int own)
 			  "[consumer] group_id of its own", cfg.kafka_topic, cfg.consumer_group, topics);
 }
 
+/* Drop the gathered messages of these partitions (revoked) unhandled:
+ * their offsets are not recorded, so their next owner reads them again. */
+static void gathered_drop(const rd_kafka_topic_partition_list_t *parts)
+{
+	int dropped = 0;
+
+	for (int i = 0; i < ngathered; i++) {
+		rd_kafka_message_t *m = gathered[i];
+
+		if (m == NULL || m->rkt == NULL ||
+		    rd_kafka_topic_partition_list_find(parts, rd_kafka_topic_name(m->rkt),
+						       m->partition) == NULL)
+			continue;
+		rd_kafka_message_destroy(m);
+		gathered[i] = NULL;
+		dropped++;
+	}
+	if (dropped > 0)
+		log_info("rebalance: %d fetched message(s) of revoked partitions left to their next "
+			 "owner", dropped);
+}
+
 /* On assign, take only our topic's partitions: a static member can be
  * handed another topic's (see member.h); those are logged, counted and
  * left unassigned, so nothing of them is fetched. On revoke, commit what
@@ -263,6 +301,7 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 			commit_offsets(rk, true);
 		}
 		offsets_forget(done, parts);
+		gathered_drop(parts);
 		if (cooperative)
 			kerr = rd_kafka_incremental_unassign(rk, use); /* only what was assigned */
 		else
@@ -289,6 +328,9 @@ static rd_kafka_t *consumer_new(char *err, size_t errlen)
 	};
 	static const char *const tunables[][2] = {
 		{ "fetch.wait.max.ms", "100" },
+		/* librdkafka's pre-fetch queue: 64 MB by default, most of the
+		 * worker's memory; 8 MB still holds seconds of events. */
+		{ "queued.max.messages.kbytes", "8192" },
 	};
 	rd_kafka_conf_t *kc = kafka_conf_new(&cfg, err, errlen);
 	rd_kafka_topic_partition_list_t *topics;
@@ -657,6 +699,153 @@ static int64_t sweep_round(int64_t now)
 	return more ? now + 1000 : now + cfg.consumer_inbox_sweep_interval_ms;
 }
 
+/* One message the one-by-one way, its offset recorded when handled. False
+ * when the rest of the gathered messages must not be handled: the loop
+ * stops (rc says how), or the partitions were rewound (they come again). */
+static bool dispatch(rd_kafka_t *rk, rd_kafka_message_t *rkm, int *rc)
+{
+	if (rkm->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+		if (rkm->err == RD_KAFKA_RESP_ERR__FATAL) {
+			char fe[512];
+
+			rd_kafka_fatal_error(rk, fe, sizeof fe);
+			log_error("kafka fatal error: %s", fe);
+			*rc = 1;
+			stop = 1;
+			return false;
+		}
+		log_warn("consume: %s", rd_kafka_message_errstr(rkm));
+		return true;
+	}
+	switch (handle(rk, rkm)) {
+	case HANDLED:
+		offsets_done(done, rkm->partition, rkm->offset);
+		if (cfg.consumer_commit_interval_ms == 0)
+			commit_offsets(rk, false);
+		return true;
+	case REWIND:
+		if (!rewind_to_committed(rk)) {
+			*rc = 1; /* a restart rewinds too */
+			stop = 1;
+		}
+		return false;
+	case STOPPED:
+		log_info("stopping during retries; [%" PRId32 "] offset %" PRId64
+			 " will be delivered again", rkm->partition, rkm->offset);
+		return false;
+	case FAILED:
+		*rc = 1;
+		stop = 1;
+		return false;
+	case FOREIGN:
+		return true; /* its offset is not ours to record */
+	}
+	return true;
+}
+
+/* first and whatever else librdkafka has fetched already, up to batch_size,
+ * into gathered (an error message ends it). A rebalance served meanwhile
+ * may drop some (gathered_drop); handle_gathered skips those. */
+static void gather(rd_kafka_t *rk, rd_kafka_message_t *first)
+{
+	bool more = first->err == RD_KAFKA_RESP_ERR_NO_ERROR;
+
+	gathered[0] = first;
+	ngathered = 1;
+	while (more && ngathered < cfg.consumer_batch_size) {
+		rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 0);
+
+		if (m == NULL)
+			break;
+		gathered[ngathered++] = m;
+		more = m->err == RD_KAFKA_RESP_ERR_NO_ERROR;
+	}
+	if (t_first == 0)
+		t_first = util_mono_ms();
+}
+
+/* A message of our topic that parses and passes the checks, into m. */
+static bool good_event(const rd_kafka_message_t *rkm, struct apply_msg *m)
+{
+	char why[256];
+
+	return rkm->err == RD_KAFKA_RESP_ERR_NO_ERROR &&
+	       member_topic_ours(&cfg, rd_kafka_topic_name(rkm->rkt)) &&
+	       apply_parse(rkm, m, why, sizeof why) &&
+	       apply_check(m, cfg.consumer_event_types, why, sizeof why);
+}
+
+/* A run of n good events (run_msgs) applied as one batch, their offsets
+ * recorded: returns n. When the batch's check refused an event, the events
+ * before it as a batch of their own, and *solo = 1: the refused one goes
+ * one by one next. When the database refused the batch (a trigger, a
+ * constraint: which event is unknown), its first half, halved again until
+ * it goes through or is too short, so the event is found in a few tries
+ * and the others still go in batches. Returns how many were applied (0 if
+ * none); *solo says how many to apply one by one next (all of them when
+ * not connected: the one-by-one path mends that with ensure_db). */
+static int apply_run(rd_kafka_t *rk, int n, int *solo)
+{
+	char why[512];
+	int at, again;
+
+	*solo = n;
+	if (n < 2)
+		return 0;
+	while (!apply_batch(ap, run_msgs, n, &at, why, sizeof why)) {
+		log_debug("batch of %d events refused at %d: %s", n, at, why);
+		if (at >= 0) {
+			*solo = at + 1;
+			if (at < 2 || !apply_batch(ap, run_msgs, at, &again, why, sizeof why))
+				return 0;
+			*solo = 1;
+			n = at;
+			break;
+		}
+		*solo = n;
+		if (n < 4 || apply_lost(ap))
+			return 0;
+		n /= 2;
+	}
+	if (at < 0)
+		*solo = 0;
+	counters.received += n;
+	counters.applied += n;
+	for (int i = 0; i < n; i++)
+		offsets_done(done, run_msgs[i].partition, run_msgs[i].offset);
+	if (cfg.consumer_commit_interval_ms == 0)
+		commit_offsets(rk, false);
+	return n;
+}
+
+/* The gathered messages in order: each run of good events as one batch,
+ * whatever the batch refuses and every other message one by one; then
+ * all of them destroyed. */
+static void handle_gathered(rd_kafka_t *rk, int *rc)
+{
+	int n = 0;
+	bool go = true;
+
+	for (int i = 0; i < ngathered; i++) /* without those a rebalance dropped */
+		if (gathered[i] != NULL)
+			gathered[n++] = gathered[i];
+	ngathered = n;
+	for (int i = 0; go && !stop && i < n;) {
+		int k = 0, solo;
+
+		while (i + k < n && good_event(gathered[i + k], &run_msgs[k]))
+			k++;
+		i += apply_run(rk, k, &solo);
+		if (k == 0)
+			solo = 1;  /* not a good event: the one-by-one path says why */
+		for (int j = 0; go && j < solo && i < n; j++, i++)
+			go = dispatch(rk, gathered[i], rc);
+	}
+	for (int i = 0; i < n; i++)
+		rd_kafka_message_destroy(gathered[i]);
+	ngathered = 0;
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
@@ -671,7 +860,7 @@ int main(int argc, char **argv)
 	int c, rc = 1;
 	rd_kafka_t *rk = NULL;
 	struct audit *au = NULL;
-	int64_t last_report, last_commit, next_sweep, t_first = 0;
+	int64_t last_report, last_commit, next_sweep;
 
 	while ((c = getopt_long(argc, argv, "c:h", longopts, NULL)) != -1) {
 		switch (c) {
@@ -767,46 +956,8 @@ int main(int argc, char **argv)
 		rkm = rd_kafka_consumer_poll(rk, POLL_MS);
 		if (rkm == NULL)
 			continue;
-		if (rkm->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-			if (rkm->err == RD_KAFKA_RESP_ERR__FATAL) {
-				char fe[512];
-
-				rd_kafka_fatal_error(rk, fe, sizeof fe);
-				log_error("kafka fatal error: %s", fe);
-				rd_kafka_message_destroy(rkm);
-				rc = 1;
-				break;
-			}
-			log_warn("consume: %s", rd_kafka_message_errstr(rkm));
-			rd_kafka_message_destroy(rkm);
-			continue;
-		}
-		if (t_first == 0)
-			t_first = util_mono_ms();
-		switch (handle(rk, rkm)) {
-		case HANDLED:
-			offsets_done(done, rkm->partition, rkm->offset);
-			if (cfg.consumer_commit_interval_ms == 0)
-				commit_offsets(rk, false);
-			break;
-		case REWIND:
-			if (!rewind_to_committed(rk)) {
-				rc = 1; /* a restart rewinds too */
-				stop = 1;
-			}
-			break;
-		case STOPPED:
-			log_info("stopping during retries; [%" PRId32 "] offset %" PRId64
-				 " will be delivered again", rkm->partition, rkm->offset);
-			break;
-		case FAILED:
-			rc = 1;
-			stop = 1;
-			break;
-		case FOREIGN:
-			break; /* its offset is not ours to record */
-		}
-		rd_kafka_message_destroy(rkm);
+		gather(rk, rkm);
+		handle_gathered(rk, &rc);
 	}
 	log_info("stopping: received %" PRId64 " applied %" PRId64 " duplicates %" PRId64
 		 " gaps %" PRId64 " poison %" PRId64 " retries %" PRId64 " dead-lettered %" PRId64

@@ -5,8 +5,10 @@
 # applied; then a clean run drains the rest. Every event on the topic is
 # applied exactly once, in seq order, and the redeliveries after crashes
 # were recognised as duplicates. Once with consumer.after_commit (the
-# database committed, the offset not), once with consumer.after_apply (the
-# transaction dies before COMMIT).
+# database committed, the offset not: its redelivery must be dropped as a
+# duplicate), once with consumer.after_apply (the transaction dies before
+# COMMIT: nothing of it may stay applied). The points fire once per
+# transaction, and a transaction applies a whole batch of fetched events.
 . "$(dirname "$0")/../lib.sh"
 
 services_up
@@ -101,12 +103,13 @@ EOF
 	         AND (last_seq <> 5 OR events_applied <> 5)")" "0" "$point: projections at seq 5"
 	is "$(q "SELECT count(*) FROM sink.ordering_audit WHERE kind IN ('gap', 'poison')")" "0" \
 		"$point: no gap or poison seen"
-	cmp_ok "$(q "SELECT count(*) FROM sink.ordering_audit WHERE kind = 'duplicate'")" -gt 0 \
-		"$point: redeliveries after crashes were dropped as duplicates"
+	[ "$point" = consumer.after_commit ] &&
+		cmp_ok "$(q "SELECT count(*) FROM sink.ordering_audit WHERE kind = 'duplicate'")" -gt 0 \
+			"$point: redeliveries after crashes were dropped as duplicates"
 	rm -f "$conf"
 }
 
-crash_run consumer.after_commit 0.05
-crash_run consumer.after_apply 0.05
+crash_run consumer.after_commit 0.3
+crash_run consumer.after_apply 0.3
 if [ "$T_FAILED" -gt 0 ]; then tail -n 50 "$tmp"/consumer-*.log | sed 's/^/# /'; fi
 done_testing
