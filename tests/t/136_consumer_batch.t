@@ -9,7 +9,7 @@
 # other event is applied once, in seq order.
 #
 # Tried by hand (not left in the code): with batch_size = 1 check 5 fails
-# (one transaction per event).
+# (one event per transaction).
 . "$(dirname "$0")/../lib.sh"
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/outboxd-136.XXXXXX")
@@ -80,9 +80,13 @@ sleep 1.5
 kill -TERM "$pid"; wait "$pid"; rc=$?; pid=
 is "$rc" 0 "the consumer exits 0 on SIGTERM"
 
-tx=$(q "SELECT count(DISTINCT xmin::text) FROM sink.side_effects")
-diag "295 side effects in $tx transactions"
-cmp_ok "$tx" -le 60 "they were applied in batches (at most 60 transactions)"
+# How many events a batch takes depends on what librdkafka has fetched when
+# it is gathered (on a busy machine, less): the largest transaction must
+# still hold many, since each partition's 25 events arrive in one fetch.
+read -r tx biggest < <(q "SELECT count(*), max(n) FROM (SELECT count(*) AS n FROM sink.side_effects
+                          GROUP BY xmin::text) t" | tr '|' ' ')
+diag "295 side effects in $tx transactions, the largest holding $biggest"
+cmp_ok "$biggest" -ge 10 "they were applied in batches (one transaction held 10 or more)"
 is "$(q "SELECT count(*), count(DISTINCT event_id) FROM sink.side_effects")" "295|295" \
 	"295 side effects, each event once"
 is "$(q "SELECT count(*) FROM sink.side_effects a JOIN sink.side_effects b
