@@ -17,6 +17,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "conf.h"
 #include "crash.h"
 #include "db.h"
 #include "log.h"
@@ -212,8 +213,7 @@ struct apply {
 	bool release;    /* outboxctl dlq: apply to quarantined orders */
 	int held_applied; /* by the last apply_event, after its own event */
 	struct db_array arr[B_NARR]; /* apply_batch's parameters */
-	int *order;       /* apply_batch: message indexes by order id */
-	int order_cap;
+	int order[CONF_CONSUMER_BATCH_MAX]; /* apply_batch: message indexes by order id */
 };
 
 /* ---------------------------------------------------------------- parsing */
@@ -430,7 +430,6 @@ void apply_free(struct apply *a)
 	free(a->conninfo);
 	for (int i = 0; i < B_NARR; i++)
 		db_array_free(&a->arr[i]);
-	free(a->order);
 	free(a);
 }
 
@@ -1027,15 +1026,9 @@ bool apply_batch(struct apply *a, const struct apply_msg *m, int n, int *refused
 		snprintf(why, whylen, a->release ? "release mode" : "not connected");
 		return false;
 	}
-	if (n > a->order_cap) {
-		int *o = realloc(a->order, (size_t)n * sizeof *o);
-
-		if (o == NULL) {
-			snprintf(why, whylen, "out of memory");
-			return false;
-		}
-		a->order = o;
-		a->order_cap = n;
+	if (n > CONF_CONSUMER_BATCH_MAX) {
+		snprintf(why, whylen, "more than %d events", CONF_CONSUMER_BATCH_MAX);
+		return false;
 	}
 	if (!batch_params(a, m, n, v)) {
 		snprintf(why, whylen, "out of memory");
