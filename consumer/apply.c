@@ -473,6 +473,10 @@ static bool prepare_all(struct apply *a, char *err, size_t errlen, const char **
 	*state = "";
 	if (!db_exec(a->conn, sql, err, errlen))
 		return false;
+	/* No JIT: the batch statements cross jit_above_cost, and compiling
+	 * them costs more than running them. */
+	if (!db_exec(a->conn, "SET jit = off", err, errlen))
+		return false;
 	if (a->async_commit && !db_exec(a->conn, "SET synchronous_commit = off", err, errlen))
 		return false;
 	for (size_t i = 0; i < sizeof statements / sizeof statements[0]; i++) {

@@ -1295,7 +1295,7 @@ static enum lead_result cdc_stream(struct cdc *x, char *err, size_t errlen)
 
 static bool cdc_db_open(struct cdc *x)
 {
-	char appname[64];
+	char appname[64], err[512];
 	const char *params[1] = { appname };
 	PGresult *res;
 
@@ -1306,6 +1306,9 @@ static bool cdc_db_open(struct cdc *x)
 	res = PQexecParams(x->db, "SELECT set_config('application_name', $1, false)", 1, NULL,
 			   params, NULL, NULL, 0);
 	PQclear(res);
+	/* No JIT for the mark UPDATEs of thousands of ids (as poll.c). */
+	if (!db_exec(x->db, "SET jit = off", err, sizeof err))
+		log_warn("SET jit = off: %s", err);
 	return true;
 }
 
