@@ -76,6 +76,9 @@ static const char SQL_LOCK_TIMEOUT[] = "SELECT set_config('lock_timeout', $1, tr
 /* The refused-row column, index and trigger on the new table after a
  * conversion (sql/008_outbox_refused.sql). */
 static const char SQL_REFUSED_SETUP[] = "SELECT public.outboxd_outbox_refused_setup()";
+/* ... and, first, the re-check's index (sql/010_outbox_unsent_aggregate.sql). */
+static const char SQL_UNSENT_AGGREGATE_SETUP[] =
+	"SELECT public.outboxd_outbox_unsent_aggregate_setup()";
 static const char SQL_IS_PARTITIONED[] =
 	"SELECT c.relkind = 'p' FROM pg_class c WHERE c.oid = to_regclass('public.outbox')";
 
@@ -127,6 +130,12 @@ static int migrate_partition(PGconn *conn, const struct conf *c, bool *kept_old,
 	}
 	*copied = atoll(PQgetvalue(res, 0, 0));
 	*kept_old = strcmp(PQgetvalue(res, 0, 1), "t") == 0;
+	PQclear(res);
+	res = PQexecParams(conn, SQL_UNSENT_AGGREGATE_SETUP, 0, NULL, NULL, NULL, NULL, 0);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		db_error(conn, res, err, sizeof err);
+		goto out;
+	}
 	PQclear(res);
 	res = PQexecParams(conn, SQL_REFUSED_SETUP, 0, NULL, NULL, NULL, NULL, 0);
 	if (PQresultStatus(res) != PGRES_TUPLES_OK) {

@@ -59,6 +59,17 @@
  * rolls back: nothing marked, the producer re-created, the rows go out
  * again once the recorded cluster answers.
  *
+ * Why starting the claim at a cursor loses nothing: while the backlog keeps
+ * the passes full, a pass claims only ids >= the cursor (the lowest id the
+ * previous pass claimed and left unsent, else one past its highest), so it
+ * does not walk the index entries of every row marked since the last
+ * vacuum. A row below the cursor (committed late with a low id, locked by
+ * another relay, left unsent) is not lost: every pass that is not full,
+ * and a pass at least every RELAY_RESCAN_MS, scans from id 0. Nor can
+ * it reorder: an aggregate's later event claimed above the cursor while an
+ * earlier one waits below it fails the re-check (point 3: its run must
+ * start at the oldest unsent seq), so it stays unsent too.
+ *
  * Within a pass, rows are produced in id order (= seq order per aggregate)
  * with key = aggregate_id, by an idempotent producer that keeps
  * per-partition order across its retries.
@@ -96,6 +107,7 @@
 #define RELAY_REPORT_MARGIN_MS 5000
 #define RELAY_CLUSTER_BEFORE_MS 1000 /* cluster id check before a batch (broker down: go on) */
 #define RELAY_CLUSTER_AFTER_MS 5000  /* ... and before marking (no answer: mark nothing) */
+#define RELAY_RESCAN_MS 1000      /* a claim from id 0 at least this often (the cursor, above) */
 
 /* Claim (READ COMMITTED). Upholds disjointness (SKIP LOCKED) and the
  * one-relay-per-aggregate rule (the advisory lock is taken IN the WHERE
@@ -117,7 +129,7 @@ static const char SQL_CLAIM[] =
 	"       event_type, payload::text "
 	"  FROM public.outbox "
 	" WHERE sent_at IS NULL "
-	"   AND id <= $2 "
+	"   AND id <= $2 AND id >= $3 "
 	"   AND aggregate_id NOT IN (SELECT b.aggregate_id FROM public.outbox b "
 	"         WHERE b.refused_at IS NOT NULL AND b.sent_at IS NULL "
 	"           AND b.refused_at > now() - interval '" PUBLISH_STR(PUBLISH_REFUSED_RETRY_S) " s') "
@@ -158,7 +170,7 @@ static const struct {
 	const char *sql;
 	int nparams;
 } relay_statements[] = {
-	{ "relay_claim", SQL_CLAIM, 2 },
+	{ "relay_claim", SQL_CLAIM, 3 },
 	{ "relay_recheck", SQL_RECHECK, 1 },
 	{ "relay_mark_sent", SQL_MARK_SENT, 1 },
 	{ "relay_mark_failed", SQL_MARK_FAILED, 3 },
@@ -202,6 +214,8 @@ struct relay {
 	int cap;
 	int64_t pass_no;
 	int64_t max_id;             /* claim only rows with id <= this */
+	int64_t low;                /* ... and >= this: the cursor (see the top) */
+	int64_t rescan_ms;          /* last claim from id 0 */
 	int log_fd;
 	struct publish_counters ctr;
 	struct cluster_guard cluster;
@@ -420,12 +434,13 @@ static enum pass_result relay_pass(struct relay *r)
 {
 	const struct conf *c = r->cfg;
 	PGresult *claim = NULL, *res = NULL;
-	char err[1024] = "", pass_id[64], limit[16], bound[24], first_err[256] = "";
+	char err[1024] = "", pass_id[64], limit[16], bound[24], low[24], first_err[256] = "";
 	char first_refused[256] = "";
 	const char *params[3];
 	int n = 0, nmins = 0, enq = 0, acked = 0, failed = 0, marked = 0, unmarked = 0;
 	int refused = 0, transient = 0;
 	int64_t claimed_us, t0 = util_mono_ms(), t_claim = 0, t_kafka = 0, t_mark = 0;
+	int64_t left = INT64_MAX; /* lowest id claimed and not marked */
 	enum pass_result out = PASS_RETRY;
 
 	r->pass_no++;
@@ -454,9 +469,13 @@ static enum pass_result relay_pass(struct relay *r)
 		goto db_fail;
 	snprintf(limit, sizeof limit, "%d", c->relay_batch_size);
 	snprintf(bound, sizeof bound, "%" PRId64, r->max_id);
+	if (r->low == 0)
+		r->rescan_ms = t0;
+	snprintf(low, sizeof low, "%" PRId64, r->low);
 	params[0] = limit;
 	params[1] = bound;
-	claim = PQexecPrepared(r->conn, "relay_claim", 2, params, NULL, NULL, 0);
+	params[2] = low;
+	claim = PQexecPrepared(r->conn, "relay_claim", 3, params, NULL, NULL, 0);
 	claimed_us = util_now_us();
 	if (PQresultStatus(claim) != PGRES_TUPLES_OK) {
 		db_error(r->conn, claim, err, sizeof err);
@@ -588,13 +607,15 @@ static enum pass_result relay_pass(struct relay *r)
 			group = row->group;
 			broken = 0; /* 1: after a transient failure, 2: after a refusal */
 		}
-		if (!row->enqueued)
-			continue;
-		if (!broken && row->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+		if (!broken && row->enqueued && row->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
 			sb_array_int(&r->a1, row->id);
 			marked++;
 			continue;
 		}
+		if (row->id < left)
+			left = row->id;
+		if (!row->enqueued)
+			continue;
 		if (row->err != RD_KAFKA_RESP_ERR_NO_ERROR && permanent)
 			snprintf(why, sizeof why, "%s: %s (refused by Kafka for good: this "
 				 "aggregate waits until the payload is updated or refused_at is "
@@ -698,6 +719,10 @@ static enum pass_result relay_pass(struct relay *r)
 	} else {
 		out = n >= c->relay_batch_size && enq > 0 ? PASS_FULL : PASS_OK;
 	}
+	/* Rows are in id order: the next full pass starts at the lowest one
+	 * left unsent, else past the last one. */
+	if (out == PASS_FULL)
+		r->low = left != INT64_MAX ? left : r->rows[n - 1].id + 1;
 	log_debug("pass %s: claimed %d, published %d, acked %d, failed %d, marked %d in %" PRId64
 		  " ms (claim %" PRId64 ", kafka %" PRId64 ", mark %" PRId64 ", commit %" PRId64 ")",
 		  pass_id, n, enq, acked, failed, marked, util_mono_ms() - t0, t_claim - t0,
@@ -714,6 +739,8 @@ db_fail:
 		out = PASS_RETRY;
 	}
 out:
+	if (out != PASS_FULL)
+		r->low = 0; /* caught up or in trouble: the next claim scans from id 0 */
 	PQclear(res);
 	PQclear(claim);
 	return out;
@@ -877,6 +904,8 @@ static int poll_loop(const struct conf *c, int relay_id, volatile sig_atomic_t *
 			continue;
 		}
 		r.notified = false;
+		if (now - r.rescan_ms >= RELAY_RESCAN_MS)
+			r.low = 0;
 		pr = relay_pass(&r);
 		now = util_mono_ms();
 		if (drain && (pr == PASS_IDLE || (pr == PASS_OK && !until_idle))) {

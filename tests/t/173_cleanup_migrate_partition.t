@@ -102,6 +102,10 @@ is "$(q "SELECT count(*) FROM public.outbox WHERE aggregate_id LIKE 'old-sent-%'
 	"sent rows older than the retention did not"
 is "$(q "SELECT count(*) FROM public.outbox_pre_partition WHERE aggregate_id LIKE 'old-sent-%'")" "500" \
 	"they stay in public.outbox_pre_partition"
+for idx in outbox_unsent_aggregate outbox_refused; do
+	is "$(q "SELECT indrelid::regclass FROM pg_index WHERE indexrelid = to_regclass('public.$idx')")" \
+		"outbox" "the new public.outbox has the relay's index $idx (the old table's was renamed)"
+done
 is "$(q "SELECT sum(version) FROM public.orders")" "1200" "the order service committed 1,200 events"
 is "$(q "SELECT count(*) FROM public.orders o WHERE o.version <> (SELECT count(*) FROM public.outbox x
 	WHERE x.aggregate_type = 'order' AND x.aggregate_id = o.id::text)")" "0" \
