@@ -17,8 +17,12 @@
  *     before the slot's consistent point is visible then, every later one
  *     is in the slot. Only then does it stream. The polling and the
  *     streaming run one after the other in this process, so an order's
- *     events still go out in sequence (a row both polled and streamed is a
- *     duplicate, which consumers drop).
+ *     events still go out in sequence. A row the catch-up published and
+ *     marked is in the slot too when it committed after the slot's
+ *     confirmed position (a backlog written while the relay was down): the
+ *     stream skips the ids the catch-up marked (poll_marked) until it
+ *     passes the WAL insert position read after the catch-up (every row the
+ *     catch-up saw committed before it), so such a backlog goes out once.
  *
  *  3. sent_at stays the truth for "published": a streamed row is marked
  *     before its transaction is confirmed, so a polling relay that takes
@@ -155,6 +159,10 @@ struct cdc {
 	int64_t summary_published;
 	struct cdc_counters ctr;
 	struct cluster_guard cluster;
+
+	struct poll_marked caught; /* ids the catch-up poll marked (point 2) ... */
+	uint64_t caught_lsn;       /* ... skipped in the stream up to this position */
+	int64_t skipped;           /* streamed events skipped so (this session) */
 
 	char **blocked;        /* aggregates with a refused unsent row (point 5) */
 	int nblocked, blockedcap;
@@ -468,6 +476,11 @@ static bool cdc_on_insert(struct cdc *x, struct pgo_reader *r, char *err, size_t
 	}
 	if (!pgo_tuple(r, rel, &row, err, errlen))
 		return false;
+	/* Published and marked by the catch-up poll (point 2). */
+	if (x->caught.n > 0 && poll_marked_has(&x->caught, row.id)) {
+		x->skipped++;
+		return true;
+	}
 	if (t->n == t->cap) {
 		int cap = t->cap ? t->cap * 2 : 4;
 		struct cdc_event **n = realloc(t->ev, (size_t)cap * sizeof *n);
@@ -552,6 +565,11 @@ static bool cdc_on_message(struct cdc *x, struct pgo_reader *r, char *err, size_
 			return false;
 		}
 		x->cur->end_lsn = end;
+		if (x->caught.n > 0 && end > x->caught_lsn) {
+			log_info("the stream passed the catch-up poll: %" PRId64 " events it had "
+				 "published were not sent again", x->skipped);
+			poll_marked_free(&x->caught);
+		}
 		if (x->tail != NULL)
 			x->tail->next = x->cur;
 		else
@@ -922,7 +940,7 @@ static enum lead_result cdc_slot_create(struct cdc *x, char *err, size_t errlen)
 
 	log_info("publishing the outbox backlog by polling before creating slot %s",
 		 x->cfg->relay_slot);
-	rc = poll_drain(x->cfg, x->id, INT64_MAX, false, x->stop);
+	rc = poll_drain(x->cfg, x->id, INT64_MAX, false, NULL, x->stop);
 	if (rc != 0)
 		return rc == 2 ? LEAD_CONFIG : *x->stop ? LEAD_STOPPED : LEAD_RETRY;
 	res = cdc_query(x->db, "SELECT lsn FROM pg_create_logical_replication_slot($1, 'pgoutput')",
@@ -947,17 +965,33 @@ static enum lead_result cdc_catch_up(struct cdc *x, char *err, size_t errlen)
 	int64_t max_id;
 	int rc;
 
+	poll_marked_free(&x->caught);
 	res = cdc_query(x->db, "SELECT coalesce(max(id), 0) FROM public.outbox", 0, NULL, err,
 			errlen);
 	if (res == NULL)
 		return db_lost(x->db) ? LEAD_DB_LOST : LEAD_RETRY;
 	max_id = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
 	PQclear(res);
-	rc = poll_drain(x->cfg, x->id, max_id, true, x->stop);
+	rc = poll_drain(x->cfg, x->id, max_id, true, &x->caught, x->stop);
 	if (rc != 0)
 		return rc == 2 ? LEAD_CONFIG : *x->stop ? LEAD_STOPPED : LEAD_RETRY;
-	log_info("unsent rows up to id %" PRId64 " published by polling; streaming from the slot",
-		 max_id);
+	/* Every row the drain marked committed before this position. */
+	res = cdc_query(x->db, "SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::bigint", 0,
+			NULL, err, errlen);
+	if (res == NULL) {
+		poll_marked_free(&x->caught);
+		return db_lost(x->db) ? LEAD_DB_LOST : LEAD_RETRY;
+	}
+	x->caught_lsn = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
+	PQclear(res);
+	if (x->caught.failed) {
+		log_warn("out of memory for the ids the catch-up poll published: the stream sends "
+			 "them again (consumers drop the copies)");
+		poll_marked_free(&x->caught);
+	}
+	x->skipped = 0;
+	log_info("unsent rows up to id %" PRId64 " published by polling; streaming from the slot "
+		 "(skipping what the poll published, %d id runs)", max_id, x->caught.n);
 	return LEAD_OK;
 }
 
@@ -1342,6 +1376,7 @@ static void cdc_free(struct cdc *x)
 	if (x->log_fd >= 0)
 		close(x->log_fd);
 	cdc_blocked_clear(x);
+	poll_marked_free(&x->caught);
 	free(x->blocked);
 	free(x->rels);
 	free(x->mark_ids);

@@ -225,6 +225,7 @@ struct relay {
 	int64_t summary_published;
 	bool notified;
 	struct sbuf a1, a2, a3, a4; /* scratch for array literals */
+	struct poll_marked *marked; /* a drain's record of what it marked, or NULL */
 };
 
 static void sb_reset(struct sbuf *b)
@@ -283,6 +284,81 @@ static void sb_array_int(struct sbuf *b, int64_t v)
 	int n = snprintf(num, sizeof num, "%s%" PRId64, b->len > 1 ? "," : "", v);
 
 	sb_put(b, num, (size_t)n);
+}
+
+/* Add one id; a pass adds its ids in ascending order, so a backlog's
+ * consecutive ids extend the last run. */
+static void poll_marked_add(struct poll_marked *m, int64_t id)
+{
+	if (m->failed)
+		return;
+	if (m->n > 0 && m->run[m->n - 1].hi + 1 == id) {
+		m->run[m->n - 1].hi = id;
+		return;
+	}
+	if (m->n == m->cap) {
+		int cap = m->cap ? m->cap * 2 : 16;
+		struct poll_run *n = realloc(m->run, (size_t)cap * sizeof *n);
+
+		if (n == NULL) {
+			m->failed = true;
+			return;
+		}
+		m->run = n;
+		m->cap = cap;
+	}
+	m->run[m->n].lo = m->run[m->n].hi = id;
+	m->n++;
+}
+
+static int poll_cmp_runs(const void *a, const void *b)
+{
+	const struct poll_run *x = a, *y = b;
+
+	return (x->lo > y->lo) - (x->lo < y->lo);
+}
+
+/* Passes add their runs in pass order (a claim from id 0 may come after
+ * higher ids): sort, and join runs that touch. */
+static void poll_marked_settle(struct poll_marked *m)
+{
+	int k = 0;
+
+	if (m->n == 0)
+		return;
+	qsort(m->run, (size_t)m->n, sizeof *m->run, poll_cmp_runs);
+	for (int i = 1; i < m->n; i++) {
+		if (m->run[i].lo <= m->run[k].hi + 1) {
+			if (m->run[i].hi > m->run[k].hi)
+				m->run[k].hi = m->run[i].hi;
+		} else {
+			m->run[++k] = m->run[i];
+		}
+	}
+	m->n = k + 1;
+}
+
+bool poll_marked_has(const struct poll_marked *m, int64_t id)
+{
+	int lo = 0, hi = m->n - 1;
+
+	while (lo <= hi) {
+		int mid = lo + (hi - lo) / 2;
+
+		if (id < m->run[mid].lo)
+			hi = mid - 1;
+		else if (id > m->run[mid].hi)
+			lo = mid + 1;
+		else
+			return true;
+	}
+	return false;
+}
+
+void poll_marked_free(struct poll_marked *m)
+{
+	free(m->run);
+	memset(m, 0, sizeof *m);
 }
 
 /* Connect (retrying until it works or we are stopped), pin the claim's
@@ -609,6 +685,7 @@ static enum pass_result relay_pass(struct relay *r)
 		}
 		if (!broken && row->enqueued && row->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
 			sb_array_int(&r->a1, row->id);
+			r->rows[r->order[k]].marked = true;
 			marked++;
 			continue;
 		}
@@ -704,6 +781,9 @@ static enum pass_result relay_pass(struct relay *r)
 	crash_point("relay.after_mark");
 	if (!db_exec(r->conn, "COMMIT", err, sizeof err))
 		goto db_fail;
+	for (int i = 0; r->marked != NULL && i < n; i++)
+		if (r->rows[i].marked)
+			poll_marked_add(r->marked, r->rows[i].id);
 	r->ctr.passes++;
 	r->ctr.marked += marked;
 	if (refused > 0)
@@ -819,7 +899,8 @@ static void relay_free(struct relay *r)
  * (a pass claimed nothing, or, with until_idle false, less than a batch)
  * instead of waiting for more; only rows with id <= max_id are claimed. */
 static int poll_loop(const struct conf *c, int relay_id, volatile sig_atomic_t *stop,
-		     volatile sig_atomic_t *hup, int64_t max_id, bool drain, bool until_idle)
+		     volatile sig_atomic_t *hup, int64_t max_id, bool drain, bool until_idle,
+		     struct poll_marked *marked)
 {
 	struct relay r;
 	char err[1024], masked[1024];
@@ -833,6 +914,7 @@ static int poll_loop(const struct conf *c, int relay_id, volatile sig_atomic_t *
 	r.stop = stop;
 	r.log_fd = -1;
 	r.max_id = max_id;
+	r.marked = marked;
 	r.mode = drain ? "cdc-catch-up" : "poll";
 	r.cap = c->relay_batch_size;
 	r.started_us = util_now_us();
@@ -961,6 +1043,8 @@ static int poll_loop(const struct conf *c, int relay_id, volatile sig_atomic_t *
 		 ", failed %" PRId64 ", marked %" PRId64, r.ctr.passes, r.ctr.published,
 		 r.ctr.acked, r.ctr.failed, r.ctr.marked);
 out:
+	if (marked != NULL)
+		poll_marked_settle(marked);
 	relay_free(&r);
 	return rc;
 }
@@ -968,11 +1052,11 @@ out:
 int poll_run(const struct conf *c, int relay_id, volatile sig_atomic_t *stop,
 	     volatile sig_atomic_t *hup)
 {
-	return poll_loop(c, relay_id, stop, hup, INT64_MAX, false, false);
+	return poll_loop(c, relay_id, stop, hup, INT64_MAX, false, false, NULL);
 }
 
 int poll_drain(const struct conf *c, int relay_id, int64_t max_id, bool until_idle,
-	       volatile sig_atomic_t *stop)
+	       struct poll_marked *marked, volatile sig_atomic_t *stop)
 {
-	return poll_loop(c, relay_id, stop, NULL, max_id, true, until_idle);
+	return poll_loop(c, relay_id, stop, NULL, max_id, true, until_idle, marked);
 }

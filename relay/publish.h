@@ -29,6 +29,7 @@ struct publish_row {
 	bool publish;               /* chosen by the re-check (contiguous run) */
 	bool enqueued;              /* handed to librdkafka */
 	bool pending;               /* enqueued, report not in yet */
+	bool marked;                /* the pass marks it sent (poll relay) */
 	rd_kafka_resp_err_t err;    /* enqueue error or the report's error */
 	int32_t partition;
 	int64_t offset;
