@@ -117,6 +117,8 @@ struct cdc_txn {
 	uint64_t end_lsn;   /* from Commit; 0 until then */
 	int64_t recv_us;
 	int n, cap;
+	int reported;       /* ev[0 .. reported-1] have their report (cdc_collect) */
+	int enqueue_failed; /* events whose enqueue failed (cdc_on_insert) */
 	struct cdc_event **ev;
 };
 
@@ -516,7 +518,7 @@ static bool cdc_on_insert(struct cdc *x, struct pgo_reader *r, char *err, size_t
 	 * events of the same aggregate in this transaction are not produced:
 	 * they fail too (the transaction is streamed again), so they never
 	 * reach the topic ahead of it. */
-	for (int i = 0; i < t->n - 1 && ev->row.publish; i++)
+	for (int i = 0; t->enqueue_failed > 0 && i < t->n - 1 && ev->row.publish; i++)
 		if (t->ev[i]->row.err != RD_KAFKA_RESP_ERR_NO_ERROR && !t->ev[i]->row.pending &&
 		    strcmp(t->ev[i]->row.aggregate_id, ev->row.aggregate_id) == 0) {
 			ev->row.publish = false;
@@ -528,6 +530,8 @@ static bool cdc_on_insert(struct cdc *x, struct pgo_reader *r, char *err, size_t
 	 * transaction, which is then streamed again. */
 	if (ev->row.publish && publish_send(&x->pub, &ev->row, 1) == 1)
 		x->ctr.published++;
+	else if (ev->row.publish)
+		t->enqueue_failed++;
 	if (publish_err_permanent(ev->row.err) && !cdc_blocked_add(x, ev->row.aggregate_id))
 		goto oom;
 	ev->row.payload = NULL; /* the message buffer goes away; librdkafka copied it */
@@ -671,9 +675,13 @@ static bool cdc_collect(struct cdc *x, char *err, size_t errlen)
 		struct cdc_txn *t = x->head;
 		const struct cdc_event *bad;
 
-		for (int i = 0; i < t->n; i++)
-			if (t->ev[i]->row.pending)
-				return true;
+		/* A report, once in, stays in: resume where the last call stopped
+		 * (a transaction of 100k events is otherwise scanned again on
+		 * every round of the stream loop). */
+		while (t->reported < t->n && !t->ev[t->reported]->row.pending)
+			t->reported++;
+		if (t->reported < t->n)
+			return true;
 		if (x->log_fd >= 0 && t->n > 0) {
 			struct publish_row *rows = malloc((size_t)t->n * sizeof *rows);
 
