@@ -305,27 +305,6 @@ PGconn *db_connect_retry(const char *conninfo, const char *what,
 	return db_open_retry(conninfo, NULL, what, stop);
 }
 
-PGconn *db_connect(const char *conninfo, char *err, size_t errlen)
-{
-	struct db_err e;
-	PGconn *conn = db_open(conninfo, NULL, &e);
-
-	if (conn == NULL)
-		snprintf(err, errlen, "%s", e.msg);
-	return conn;
-}
-
-PGconn *db_connect_quick(const char *conninfo, int timeout_s, char *err, size_t errlen)
-{
-	struct db_conn_opts o = { .timeout_s = timeout_s > 0 ? timeout_s : 1 };
-	struct db_err e;
-	PGconn *conn = db_open(conninfo, &o, &e);
-
-	if (conn == NULL)
-		snprintf(err, errlen, "%s", e.msg);
-	return conn;
-}
-
 bool db_exec(PGconn *conn, const char *sql, char *err, size_t errlen)
 {
 	struct db_err e;

@@ -114,13 +114,6 @@ void db_rollback(PGconn *conn);
 PGconn *db_connect_retry(const char *conninfo, const char *what,
 			 volatile sig_atomic_t *stop) __attribute__((warn_unused_result));
 
-/* db_open(conninfo, NULL) and db_open with timeout_s (at least 1), the
- * message in err (until ctl/ and supervisor/ are ported). */
-PGconn *db_connect(const char *conninfo, char *err, size_t errlen)
-	__attribute__((warn_unused_result));
-PGconn *db_connect_quick(const char *conninfo, int timeout_s, char *err, size_t errlen)
-	__attribute__((warn_unused_result));
-
 /* db_run(conn, sql, 0, NULL) with the message in err. */
 bool db_exec(PGconn *conn, const char *sql, char *err, size_t errlen)
 	__attribute__((warn_unused_result));
