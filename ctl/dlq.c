@@ -289,13 +289,13 @@ static int dlq_list(struct ctl *ctl)
 	const char *params[1] = { ctl->all ? "true" : "false" };
 	PGconn *conn = ctl_connect(conf_sink_conninfo(&ctl->conf), "consumer");
 	PGresult *res = NULL;
-	struct db_err e = { .msg = "" };
+	struct db_err dbe = { .msg = "" };
 	char key[1100], shown[4096];
 	int rc = 1;
 
 	if (conn == NULL)
 		return 1;
-	res = db_query(conn, SQL_LIST, 1, params, PGRES_TUPLES_OK, &e);
+	res = db_query(conn, SQL_LIST, 1, params, PGRES_TUPLES_OK, &dbe);
 	if (res == NULL)
 		goto out;
 	if (ctl->json) {
@@ -357,7 +357,7 @@ static int dlq_list(struct ctl *ctl)
 	}
 	rc = 0;
 out:
-	dlq_db_failed(&e);
+	dlq_db_failed(&dbe);
 	PQclear(res);
 	PQfinish(conn);
 	return rc;

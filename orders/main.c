@@ -133,12 +133,12 @@ static bool place_event(PGconn *conn, struct worker *w, char order_id[32], long 
 	const char *params[4];
 	const char *sql;
 	int nparams;
-	struct db_err e;
+	struct db_err dbe;
 	PGresult *res = NULL;
 	bool ok = false;
 
 	snprintf(amount, sizeof amount, "%ld", (long)(rng_next(&w->rng) % 10000) + 100);
-	if (!db_begin(conn, &e))
+	if (!db_begin(conn, &dbe))
 		goto out;
 	if (seq == 1) {
 		snprintf(customer, sizeof customer, "c-%ld", (long)(rng_next(&w->rng) % 100000));
@@ -155,11 +155,11 @@ static bool place_event(PGconn *conn, struct worker *w, char order_id[32], long 
 		nparams = opt.naive ? 3 : 4;
 		sql = opt.naive ? SQL_NEXT_NAIVE : SQL_NEXT_OUTBOX;
 	}
-	res = db_query(conn, sql, nparams, params, PGRES_TUPLES_OK, &e);
+	res = db_query(conn, sql, nparams, params, PGRES_TUPLES_OK, &dbe);
 	if (res == NULL)
 		goto out;
 	if (PQntuples(res) != 1) {
-		snprintf(e.msg, sizeof e.msg, "%d rows where one was expected", PQntuples(res));
+		snprintf(dbe.msg, sizeof dbe.msg, "%d rows where one was expected", PQntuples(res));
 		goto out;
 	}
 	snprintf(row_id, sizeof row_id, "%s", PQgetvalue(res, 0, 0));
@@ -168,7 +168,7 @@ static bool place_event(PGconn *conn, struct worker *w, char order_id[32], long 
 	PQclear(res);
 	res = NULL;
 	crash_point("orders.before_commit");
-	if (!db_commit(conn, &e))
+	if (!db_commit(conn, &dbe))
 		goto out;
 	ok = true;
 	snprintf(order_id, 32, "%s", row_id);
@@ -194,7 +194,7 @@ static bool place_event(PGconn *conn, struct worker *w, char order_id[32], long 
 	}
 out:
 	if (!ok) {
-		log_debug("event %s seq %ld: %s", order_id[0] ? order_id : "(new)", seq, e.msg);
+		log_debug("event %s seq %ld: %s", order_id[0] ? order_id : "(new)", seq, dbe.msg);
 		atomic_fetch_add(&n_db_errors, 1);
 		db_rollback(conn);
 	}
