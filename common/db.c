@@ -91,54 +91,113 @@ void db_conninfo_masked(const char *conninfo, char *out, size_t outlen)
 	PQconninfoFree(opts);
 }
 
-/* conninfo checked, then connected with timeout_s > 0 added as
- * connect_timeout and statement_timeout (0: as it is). */
-static PGconn *db_open(const char *conninfo, int timeout_s, char *err, size_t errlen)
-{
-	char t[16], opt[48];
-	const char *keys[] = { "dbname", "connect_timeout", "options", NULL };
-	const char *vals[] = { conninfo, t, opt, NULL };
-	PGconn *conn;
+/* ---- errors -------------------------------------------------------------- */
 
-	if (!db_conninfo_check(conninfo, err, errlen))
-		return NULL;
-	snprintf(t, sizeof t, "%d", timeout_s);
-	snprintf(opt, sizeof opt, "-c statement_timeout=%d", timeout_s * 1000);
-	if (timeout_s > 0)
-		conn = PQconnectdbParams(keys, vals, 1);
+void db_err_fill(struct db_err *e, PGconn *conn, const PGresult *res)
+{
+	const char *msg = res != NULL ? PQresultErrorMessage(res) : "";
+	const char *state = res != NULL ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+	size_t n;
+
+	if (e == NULL)
+		return;
+	if ((msg == NULL || *msg == '\0') && res != NULL && PQresultStatus(res) != PGRES_FATAL_ERROR)
+		/* A status nobody asked for (rows from a command, ...): say so
+		 * rather than show the connection's last, older, message. */
+		snprintf(e->msg, sizeof e->msg, "unexpected result %s", PQresStatus(PQresultStatus(res)));
 	else
-		conn = PQconnectdb(conninfo);
+		snprintf(e->msg, sizeof e->msg, "%s",
+			 msg != NULL && *msg != '\0' ? msg
+			 : conn != NULL ? PQerrorMessage(conn) : "no connection");
+	n = strlen(e->msg);
+	while (n > 0 && (e->msg[n - 1] == '\n' || e->msg[n - 1] == ' '))
+		e->msg[--n] = '\0';
+	for (char *p = e->msg; *p != '\0'; p++)
+		if (*p == '\n')
+			*p = ' ';
+	snprintf(e->sqlstate, sizeof e->sqlstate, "%s", state != NULL ? state : "");
+	e->lost = db_lost(conn);
+}
+
+bool db_lost(PGconn *conn)
+{
+	return conn == NULL || PQstatus(conn) != CONNECTION_OK;
+}
+
+/* ---- connecting ----------------------------------------------------------- */
+
+PGconn *db_open(const char *conninfo, const struct db_conn_opts *o, struct db_err *e)
+{
+	static const struct db_conn_opts plain = { 0 };
+	const char *keys[6], *vals[6];
+	char t[16], opt[1024];
+	struct db_err scratch;
+	PGconn *conn;
+	int k = 0;
+
+	if (o == NULL)
+		o = &plain;
+	if (e == NULL)
+		e = &scratch;
+	if (!db_conninfo_check(conninfo, e->msg, sizeof e->msg)) {
+		e->sqlstate[0] = '\0';
+		e->lost = true;
+		return NULL;
+	}
+	/* The user's conninfo first (expanded), then what we set over it. */
+	keys[k] = "dbname";
+	vals[k++] = conninfo;
+	if (o->appname != NULL) {
+		keys[k] = "application_name";
+		vals[k++] = o->appname;
+	}
+	if (o->replication) {
+		keys[k] = "replication";
+		vals[k++] = "database";
+	}
+	if (o->timeout_s > 0) {
+		PQconninfoOption *parsed = PQconninfoParse(conninfo, NULL);
+		const char *user_opt = "";
+
+		/* statement_timeout added to the user's own options. */
+		for (const PQconninfoOption *p = parsed; p != NULL && p->keyword != NULL; p++)
+			if (strcmp(p->keyword, "options") == 0 && p->val != NULL)
+				user_opt = p->val;
+		snprintf(opt, sizeof opt, "%s%s-c statement_timeout=%d", user_opt,
+			 user_opt[0] != '\0' ? " " : "", o->timeout_s * 1000);
+		PQconninfoFree(parsed);
+		snprintf(t, sizeof t, "%d", o->timeout_s);
+		keys[k] = "connect_timeout";
+		vals[k++] = t;
+		keys[k] = "options";
+		vals[k++] = opt;
+	}
+	keys[k] = NULL;
+	vals[k] = NULL;
+	conn = PQconnectdbParams(keys, vals, 1);
 	if (conn == NULL) {
-		snprintf(err, errlen, "out of memory");
+		snprintf(e->msg, sizeof e->msg, "out of memory");
+		e->sqlstate[0] = '\0';
+		e->lost = true;
 		return NULL;
 	}
 	if (PQstatus(conn) != CONNECTION_OK) {
-		db_error(conn, NULL, err, errlen);
+		db_err_fill(e, conn, NULL);
 		PQfinish(conn);
 		return NULL;
 	}
 	return conn;
 }
 
-PGconn *db_connect(const char *conninfo, char *err, size_t errlen)
-{
-	return db_open(conninfo, 0, err, errlen);
-}
-
-PGconn *db_connect_quick(const char *conninfo, int timeout_s, char *err, size_t errlen)
-{
-	return db_open(conninfo, timeout_s > 0 ? timeout_s : 1, err, errlen);
-}
-
-PGconn *db_connect_retry(const char *conninfo, const char *what,
-			 volatile sig_atomic_t *stop)
+PGconn *db_open_retry(const char *conninfo, const struct db_conn_opts *o, const char *what,
+		      volatile sig_atomic_t *stop)
 {
 	long delay_ms = 100;
 	int attempt = 0;
 
 	while (stop == NULL || !*stop) {
-		char err[512];
-		PGconn *conn = db_connect(conninfo, err, sizeof err);
+		struct db_err e;
+		PGconn *conn = db_open(conninfo, o, &e);
 
 		if (conn != NULL) {
 			if (attempt > 0)
@@ -151,7 +210,7 @@ PGconn *db_connect_retry(const char *conninfo, const char *what,
 
 			db_conninfo_masked(conninfo, masked, sizeof masked);
 			log_warn("%s: cannot connect to \"%s\": %s; retrying in %ld ms (attempt %d)",
-				 what, masked, err, delay_ms, attempt);
+				 what, masked, e.msg, delay_ms, attempt);
 		}
 		for (long slept = 0; slept < delay_ms && (stop == NULL || !*stop); slept += 50) {
 			struct timespec ts = { 0, 50 * 1000000L };
@@ -163,16 +222,97 @@ PGconn *db_connect_retry(const char *conninfo, const char *what,
 	return NULL;
 }
 
+/* ---- statements ----------------------------------------------------------- */
+
+/* res when its status is want (or, with any_ok, a command or rows), else
+ * NULL with e filled and res cleared. */
+static PGresult *db_check(PGconn *conn, PGresult *res, ExecStatusType want, bool any_ok,
+			  struct db_err *e)
+{
+	ExecStatusType st = PQresultStatus(res);
+
+	if (st == want || (any_ok && (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK)))
+		return res;
+	db_err_fill(e, conn, res);
+	PQclear(res);
+	return NULL;
+}
+
+static PGresult *db_send(PGconn *conn, const char *sql, int n, const char *const *params)
+{
+	if (n == 0)
+		return PQexec(conn, sql);
+	return PQexecParams(conn, sql, n, NULL, params, NULL, NULL, 0);
+}
+
+PGresult *db_query(PGconn *conn, const char *sql, int n, const char *const *params,
+		   ExecStatusType want, struct db_err *e)
+{
+	return db_check(conn, db_send(conn, sql, n, params), want, false, e);
+}
+
+PGresult *db_query_prepared(PGconn *conn, const char *name, int n, const char *const *params,
+			    const int *lengths, const int *formats, ExecStatusType want,
+			    struct db_err *e)
+{
+	return db_check(conn, PQexecPrepared(conn, name, n, params, lengths, formats, 0), want,
+			false, e);
+}
+
+bool db_run(PGconn *conn, const char *sql, int n, const char *const *params, struct db_err *e)
+{
+	PGresult *res = db_check(conn, db_send(conn, sql, n, params), PGRES_COMMAND_OK, true, e);
+
+	PQclear(res);
+	return res != NULL;
+}
+
+bool db_prepare(PGconn *conn, const char *name, const char *sql, int n, struct db_err *e)
+{
+	PGresult *res = db_check(conn, PQprepare(conn, name, sql, n, NULL), PGRES_COMMAND_OK,
+				 false, e);
+
+	PQclear(res);
+	return res != NULL;
+}
+
+/* ---- transactions --------------------------------------------------------- */
+
+bool db_begin(PGconn *conn, struct db_err *e)
+{
+	return db_run(conn, "BEGIN", 0, NULL, e);
+}
+
+bool db_commit(PGconn *conn, struct db_err *e)
+{
+	return db_run(conn, "COMMIT", 0, NULL, e);
+}
+
+void db_rollback(PGconn *conn)
+{
+	PGTransactionStatusType ts = conn != NULL ? PQtransactionStatus(conn) : PQTRANS_UNKNOWN;
+
+	if (db_lost(conn) || (ts != PQTRANS_INTRANS && ts != PQTRANS_INERROR))
+		return;
+	PQclear(PQexec(conn, "ROLLBACK"));
+}
+
+/* ---- kept for relay/ and consumer/ until they are ported ------------------ */
+
+PGconn *db_connect_retry(const char *conninfo, const char *what,
+			 volatile sig_atomic_t *stop)
+{
+	return db_open_retry(conninfo, NULL, what, stop);
+}
+
 bool db_exec(PGconn *conn, const char *sql, char *err, size_t errlen)
 {
-	PGresult *res = PQexec(conn, sql);
-	ExecStatusType st = PQresultStatus(res);
-	bool ok = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
+	struct db_err e;
 
-	if (!ok)
-		db_error(conn, res, err, errlen);
-	PQclear(res);
-	return ok;
+	if (db_run(conn, sql, 0, NULL, &e))
+		return true;
+	snprintf(err, errlen, "%s", e.msg);
+	return false;
 }
 
 const char *db_sqlstate(const PGresult *res)
@@ -182,25 +322,12 @@ const char *db_sqlstate(const PGresult *res)
 	return s != NULL ? s : "";
 }
 
-bool db_lost(PGconn *conn)
-{
-	return conn == NULL || PQstatus(conn) != CONNECTION_OK;
-}
-
 void db_error(PGconn *conn, const PGresult *res, char *err, size_t errlen)
 {
-	const char *msg = res != NULL ? PQresultErrorMessage(res) : "";
-	size_t n;
+	struct db_err e;
 
-	if (msg == NULL || *msg == '\0')
-		msg = conn != NULL ? PQerrorMessage(conn) : "no connection";
-	snprintf(err, errlen, "%s", msg);
-	n = strlen(err);
-	while (n > 0 && (err[n - 1] == '\n' || err[n - 1] == ' '))
-		err[--n] = '\0';
-	for (char *p = err; *p != '\0'; p++)
-		if (*p == '\n')
-			*p = ' ';
+	db_err_fill(&e, conn, res);
+	snprintf(err, errlen, "%s", e.msg);
 }
 
 /* ---- array parameters ---------------------------------------------------- */

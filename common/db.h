@@ -18,36 +18,113 @@ void db_conninfo_masked(const char *conninfo, char *out, size_t outlen);
 bool db_conninfo_check(const char *conninfo, char *err, size_t errlen)
 	__attribute__((warn_unused_result));
 
-/* One connection attempt. Returns the connection, or NULL with libpq's
- * message in err. The caller owns the connection (PQfinish). */
-PGconn *db_connect(const char *conninfo, char *err, size_t errlen)
+/* ---- errors ---------------------------------------------------------------
+ *
+ * What a failed call says: libpq's message on one line (no newline), the
+ * server's SQLSTATE ("" when it sent none: a client-side failure), and
+ * whether the connection is gone (the caller reconnects). Every call below
+ * that fails fills one and has already cleared the failed result, so an
+ * error is never read from a cleared PGresult. Branch on sqlstate, never on
+ * msg. */
+struct db_err {
+	char msg[1024];
+	char sqlstate[6];
+	bool lost;
+};
+
+/* SQLSTATEs the code branches on. */
+#define DB_UNIQUE_VIOLATION "23505"
+#define DB_UNDEFINED_TABLE "42P01"
+#define DB_DUPLICATE_OBJECT "42710"
+#define DB_LOCK_NOT_AVAILABLE "55P03"
+
+/* Fill e (when not NULL) from res, or from conn when res is NULL or holds
+ * no message. For the paths that get results themselves (PQgetResult,
+ * PQconsumeInput); the caller still clears res. */
+void db_err_fill(struct db_err *e, PGconn *conn, const PGresult *res);
+
+/* True when the connection is gone (NULL or CONNECTION_BAD). */
+bool db_lost(PGconn *conn);
+
+/* ---- connecting --------------------------------------------------------- */
+
+/* How to connect, on top of the user's conninfo (which stays authoritative
+ * for everything else). Zero-initialised (or a NULL pointer) is plain. */
+struct db_conn_opts {
+	const char *appname; /* application_name; NULL: whatever conninfo says */
+	bool replication;    /* replication=database: a logical replication stream */
+	int timeout_s;       /* > 0: connect_timeout and statement_timeout (probes) */
+};
+
+/* One attempt: conninfo (key/value string or URI) checked by libpq's parser,
+ * then PQconnectdbParams with expand_dbname. Returns the connection (the
+ * caller owns it: PQfinish), or NULL with e (may be NULL) filled. */
+PGconn *db_open(const char *conninfo, const struct db_conn_opts *o, struct db_err *e)
 	__attribute__((warn_unused_result));
 
-/* One attempt that gives up after timeout_s, its statements too (the
- * conninfo, string or URI, with connect_timeout and statement_timeout
- * added): for probes. NULL with the message in err. */
-PGconn *db_connect_quick(const char *conninfo, int timeout_s, char *err, size_t errlen)
+/* db_open until it works or *stop (may be NULL) becomes non-zero, with
+ * capped exponential backoff (100 ms doubling to 5 s); the first failure and
+ * every tenth are logged as "what: cannot connect to ..." with the password
+ * masked. Returns NULL only when stopped. */
+PGconn *db_open_retry(const char *conninfo, const struct db_conn_opts *o, const char *what,
+		      volatile sig_atomic_t *stop) __attribute__((warn_unused_result));
+
+/* ---- statements ---------------------------------------------------------
+ *
+ * Values go as text parameters ($1..$n, a NULL pointer is SQL NULL). With
+ * n == 0 the SQL goes as a simple query, so it may hold several statements
+ * (a migration file) and works on a replication connection. */
+
+/* Run sql; returns its result when the status is want (the caller clears
+ * it), else NULL with e filled and the result cleared. */
+PGresult *db_query(PGconn *conn, const char *sql, int n, const char *const *params,
+		   ExecStatusType want, struct db_err *e) __attribute__((warn_unused_result));
+
+/* The same for a statement prepared on conn (db_prepare), for hot paths.
+ * lengths and formats as PQexecPrepared's (NULL: every parameter text). */
+PGresult *db_query_prepared(PGconn *conn, const char *name, int n, const char *const *params,
+			    const int *lengths, const int *formats, ExecStatusType want,
+			    struct db_err *e) __attribute__((warn_unused_result));
+
+/* Run sql when no result is wanted: true when it succeeded (command or
+ * rows, the result cleared), false with e filled. */
+bool db_run(PGconn *conn, const char *sql, int n, const char *const *params, struct db_err *e)
 	__attribute__((warn_unused_result));
 
-/* Connect, retrying with capped exponential backoff (and saying so in the
- * log, password masked) until it works or *stop becomes non-zero. Returns
- * NULL only when stopped. what names the connection in the log. */
+/* Prepare sql as name on conn (n parameters, types inferred). False with e
+ * filled. */
+bool db_prepare(PGconn *conn, const char *name, const char *sql, int n, struct db_err *e)
+	__attribute__((warn_unused_result));
+
+/* ---- transactions ------------------------------------------------------- */
+
+/* BEGIN and COMMIT; false with e filled (after a failed COMMIT the
+ * transaction is over: committed only if the connection died after the
+ * server did it). */
+bool db_begin(PGconn *conn, struct db_err *e) __attribute__((warn_unused_result));
+bool db_commit(PGconn *conn, struct db_err *e) __attribute__((warn_unused_result));
+
+/* ROLLBACK when conn is in a transaction (open or failed); a no-op when
+ * the connection is gone, idle or busy. Safe on every cleanup path. */
+void db_rollback(PGconn *conn);
+
+/* ---- kept for relay/ and consumer/ until they are ported ----------------- */
+
+/* db_open_retry(conninfo, NULL, what, stop). */
 PGconn *db_connect_retry(const char *conninfo, const char *what,
 			 volatile sig_atomic_t *stop) __attribute__((warn_unused_result));
 
-/* Run a command without parameters (BEGIN, COMMIT, LISTEN ...) expecting
- * PGRES_COMMAND_OK or PGRES_TUPLES_OK. False with the message in err. */
+/* db_run(conn, sql, 0, NULL) with the message in err. */
 bool db_exec(PGconn *conn, const char *sql, char *err, size_t errlen)
 	__attribute__((warn_unused_result));
 
 /* SQLSTATE of a result, "" when there is none. */
 const char *db_sqlstate(const PGresult *res);
 
-/* True when the connection is gone (the caller reconnects). */
-bool db_lost(PGconn *conn);
-
-/* Copy PQerrorMessage / PQresultErrorMessage into err without the newline. */
+/* db_err_fill's message into err. */
 void db_error(PGconn *conn, const PGresult *res, char *err, size_t errlen);
+
+/* ---- arrays ------------------------------------------------------------- */
 
 /* One array parameter in PostgreSQL's text form ({"a","b",NULL}), built
  * element by element: every element quoted and escaped, so any text (and

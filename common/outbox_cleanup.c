@@ -92,22 +92,6 @@ static const char SQL_COUNT_DEFAULT[] = SQL_COUNT_OLD("public.outbox_default");
 
 static const char SQL_HAS_DEFAULT[] = "SELECT to_regclass('public.outbox_default') IS NOT NULL";
 
-static const char SQLSTATE_LOCK_NOT_AVAILABLE[] = "55P03";
-
-/* Run sql with text params expecting rows; NULL with err filled. */
-static PGresult *cleanup_query(PGconn *conn, const char *sql, int n, const char *const *params,
-			       char *err, size_t errlen)
-{
-	PGresult *res = PQexecParams(conn, sql, n, NULL, params, NULL, NULL, 0);
-
-	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-		db_error(conn, res, err, errlen);
-		PQclear(res);
-		return NULL;
-	}
-	return res;
-}
-
 static void cleanup_action(struct outbox_cleanup_report *rep, const char *action,
 			   const char *part, json_t *extra)
 {
@@ -128,7 +112,7 @@ static bool cleanup_budget_left(const struct conf *c, int64_t t0)
 /* Create the partitions ahead. False only on a database error other than
  * a lock timeout. */
 static bool cleanup_ensure(PGconn *conn, const struct conf *c, struct outbox_cleanup_report *rep,
-			   char *err, size_t errlen)
+			   struct db_err *e)
 {
 	char step[16], ahead[16];
 	const char *params[3] = { step, ahead, rep->dry_run ? "true" : "false" };
@@ -137,10 +121,9 @@ static bool cleanup_ensure(PGconn *conn, const struct conf *c, struct outbox_cle
 
 	snprintf(step, sizeof step, "%d", c->cleanup_partition_interval_s);
 	snprintf(ahead, sizeof ahead, "%d", c->cleanup_partitions_ahead);
-	res = PQexecParams(conn, SQL_ENSURE, 3, NULL, params, NULL, NULL, 0);
-	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-		db_error(conn, res, err, errlen);
-		if (strcmp(db_sqlstate(res), SQLSTATE_LOCK_NOT_AVAILABLE) == 0) {
+	res = db_query(conn, SQL_ENSURE, 3, params, PGRES_TUPLES_OK, e);
+	if (res == NULL) {
+		if (strcmp(e->sqlstate, DB_LOCK_NOT_AVAILABLE) == 0) {
 			log_warn("creating partitions ahead: lock not granted within %d ms; "
 				 "next round", c->cleanup_lock_timeout_ms);
 			rep->busy++;
@@ -177,7 +160,7 @@ out:
 
 /* Drop every expired partition without unsent rows; log each refusal. */
 static bool cleanup_drop_expired(PGconn *conn, const struct conf *c, int64_t t0,
-				 struct outbox_cleanup_report *rep, char *err, size_t errlen)
+				 struct outbox_cleanup_report *rep, struct db_err *e)
 {
 	char ret[16];
 	const char *params[1] = { ret };
@@ -185,7 +168,7 @@ static bool cleanup_drop_expired(PGconn *conn, const struct conf *c, int64_t t0,
 	bool ok = false;
 
 	snprintf(ret, sizeof ret, "%d", c->cleanup_retention_s);
-	list = cleanup_query(conn, SQL_EXPIRED, 1, params, err, errlen);
+	list = db_query(conn, SQL_EXPIRED, 1, params, PGRES_TUPLES_OK, e);
 	if (list == NULL)
 		goto out;
 	for (int i = 0; i < PQntuples(list); i++) {
@@ -218,17 +201,14 @@ static bool cleanup_drop_expired(PGconn *conn, const struct conf *c, int64_t t0,
 						 (json_int_t)rows, "bytes", (json_int_t)bytes));
 			continue;
 		}
-		res = PQexecParams(conn, SQL_DETACH, 1, NULL, dp, NULL, NULL, 0);
-		if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-			db_error(conn, res, err, errlen);
-			if (strcmp(db_sqlstate(res), SQLSTATE_LOCK_NOT_AVAILABLE) != 0)
+		res = db_query(conn, SQL_DETACH, 1, dp, PGRES_TUPLES_OK, e);
+		if (res == NULL) {
+			if (strcmp(e->sqlstate, DB_LOCK_NOT_AVAILABLE) != 0)
 				goto out;
 			log_warn("partition %s: lock not granted within %d ms; drop retried next "
 				 "round", part, c->cleanup_lock_timeout_ms);
 			rep->busy++;
 			cleanup_action(rep, "busy", part, json_pack("{s:s}", "what", "drop"));
-			PQclear(res);
-			res = NULL;
 			continue;
 		}
 		unsent = atoll(PQgetvalue(res, 0, 0));
@@ -244,14 +224,11 @@ static bool cleanup_drop_expired(PGconn *conn, const struct conf *c, int64_t t0,
 						 (json_int_t)unsent));
 			continue;
 		}
-		res = cleanup_query(conn, SQL_DROP_DETACHED, 0, NULL, err, errlen);
-		if (res == NULL) {
+		if (!db_run(conn, SQL_DROP_DETACHED, 0, NULL, e)) {
 			log_warn("partition %s [%s, %s) detached (it held no unsent row) but not "
-				 "dropped yet: %s; next round", part, lo, hi, err);
+				 "dropped yet: %s; next round", part, lo, hi, e->msg);
 			goto out;
 		}
-		PQclear(res);
-		res = NULL;
 		log_info("dropped partition %s [%s, %s): %lld bytes, %lld sent rows by the "
 			 "planner's estimate", part, lo, hi, bytes, rows);
 		rep->dropped++;
@@ -270,7 +247,7 @@ out:
 /* Batched delete of old sent rows from table (public.outbox when it is
  * not partitioned, public.outbox_default when it is). */
 static bool cleanup_delete(PGconn *conn, const struct conf *c, int64_t t0, bool plain,
-			   struct outbox_cleanup_report *rep, char *err, size_t errlen)
+			   struct outbox_cleanup_report *rep, struct db_err *e)
 {
 	const char *table = plain ? "public.outbox" : "public.outbox_default";
 	char last[32] = "0", batch[16], ret[16];
@@ -285,8 +262,8 @@ static bool cleanup_delete(PGconn *conn, const struct conf *c, int64_t t0, bool 
 	if (rep->dry_run) {
 		const char *cp[1] = { ret };
 
-		res = cleanup_query(conn, plain ? SQL_COUNT_PLAIN : SQL_COUNT_DEFAULT, 1, cp, err,
-				    errlen);
+		res = db_query(conn, plain ? SQL_COUNT_PLAIN : SQL_COUNT_DEFAULT, 1, cp,
+			       PGRES_TUPLES_OK, e);
 		if (res == NULL)
 			goto out;
 		deleted = atoll(PQgetvalue(res, 0, 0));
@@ -299,8 +276,8 @@ static bool cleanup_delete(PGconn *conn, const struct conf *c, int64_t t0, bool 
 				rep->budget_hit = true;
 				break;
 			}
-			res = cleanup_query(conn, plain ? SQL_DELETE_PLAIN : SQL_DELETE_DEFAULT, 3,
-					    params, err, errlen);
+			res = db_query(conn, plain ? SQL_DELETE_PLAIN : SQL_DELETE_DEFAULT, 3,
+				       params, PGRES_TUPLES_OK, e);
 			if (res == NULL)
 				goto out;
 			batches++;
@@ -340,6 +317,7 @@ bool outbox_cleanup_round(PGconn *conn, const struct conf *c, bool dry_run,
 {
 	char ns[16], id[16], lt[16];
 	const char *lock_params[2] = { ns, id }, *lt_params[1] = { lt };
+	struct db_err e = { .msg = "" };
 	PGresult *res = NULL;
 	int64_t t0 = util_mono_ms();
 	bool locked = false, ok = false, plain, has_default = false;
@@ -354,7 +332,7 @@ bool outbox_cleanup_round(PGconn *conn, const struct conf *c, bool dry_run,
 	snprintf(ns, sizeof ns, "%d", OUTBOX_CLEANUP_LOCK_NS);
 	snprintf(id, sizeof id, "%d", OUTBOX_CLEANUP_LOCK_ID);
 	snprintf(lt, sizeof lt, "%d", c->cleanup_lock_timeout_ms);
-	res = cleanup_query(conn, SQL_TRY_LOCK, 2, lock_params, err, errlen);
+	res = db_query(conn, SQL_TRY_LOCK, 2, lock_params, PGRES_TUPLES_OK, &e);
 	if (res == NULL)
 		goto out;
 	locked = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
@@ -366,15 +344,11 @@ bool outbox_cleanup_round(PGconn *conn, const struct conf *c, bool dry_run,
 		ok = true;
 		goto out;
 	}
-	res = cleanup_query(conn, SQL_LOCK_TIMEOUT, 1, lt_params, err, errlen);
-	if (res == NULL)
-		goto out;
-	PQclear(res);
-	res = cleanup_query(conn, SQL_RELKIND, 0, NULL, err, errlen);
-	if (res == NULL)
+	if (!db_run(conn, SQL_LOCK_TIMEOUT, 1, lt_params, &e) ||
+	    (res = db_query(conn, SQL_RELKIND, 0, NULL, PGRES_TUPLES_OK, &e)) == NULL)
 		goto out;
 	if (PQntuples(res) == 0) {
-		snprintf(err, errlen, "public.outbox does not exist (run outboxctl migrate)");
+		snprintf(e.msg, sizeof e.msg, "public.outbox does not exist (run outboxctl migrate)");
 		goto out;
 	}
 	rep->partitioned = strcmp(PQgetvalue(res, 0, 0), "p") == 0;
@@ -382,7 +356,7 @@ bool outbox_cleanup_round(PGconn *conn, const struct conf *c, bool dry_run,
 	PQclear(res);
 	res = NULL;
 	if (rep->partitioned && !rep->dry_run) {
-		res = cleanup_query(conn, SQL_DROP_DETACHED, 0, NULL, err, errlen);
+		res = db_query(conn, SQL_DROP_DETACHED, 0, NULL, PGRES_TUPLES_OK, &e);
 		if (res == NULL)
 			goto out;
 		for (int i = 0; i < PQntuples(res); i++)
@@ -392,25 +366,24 @@ bool outbox_cleanup_round(PGconn *conn, const struct conf *c, bool dry_run,
 		res = NULL;
 	}
 	if (rep->partitioned) {
-		if (!cleanup_ensure(conn, c, rep, err, errlen) ||
-		    !cleanup_drop_expired(conn, c, t0, rep, err, errlen))
+		if (!cleanup_ensure(conn, c, rep, &e) || !cleanup_drop_expired(conn, c, t0, rep, &e))
 			goto out;
-		res = cleanup_query(conn, SQL_HAS_DEFAULT, 0, NULL, err, errlen);
+		res = db_query(conn, SQL_HAS_DEFAULT, 0, NULL, PGRES_TUPLES_OK, &e);
 		if (res == NULL)
 			goto out;
 		has_default = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
 		PQclear(res);
 		res = NULL;
 	}
-	if ((plain || has_default) && !cleanup_delete(conn, c, t0, plain, rep, err, errlen))
+	if ((plain || has_default) && !cleanup_delete(conn, c, t0, plain, rep, &e))
 		goto out;
 	ok = true;
 out:
 	PQclear(res);
-	if (locked && !db_lost(conn)) {
-		res = PQexecParams(conn, SQL_UNLOCK, 2, NULL, lock_params, NULL, NULL, 0);
-		PQclear(res);
-	}
+	if (!ok)
+		snprintf(err, errlen, "%s", e.msg);
+	if (locked && !db_lost(conn) && !db_run(conn, SQL_UNLOCK, 2, lock_params, NULL))
+		log_debug("cleanup lock not released (it goes with the session)");
 	rep->elapsed_ms = util_mono_ms() - t0;
 	return ok;
 }

@@ -21,15 +21,6 @@ static const char SQL_SWEEP[] =
 	"  WHERE received_at < now() - make_interval(hours => $1::int)"
 	"  ORDER BY received_at LIMIT $2::int FOR UPDATE SKIP LOCKED)";
 
-static void sweep_rollback(PGconn *conn)
-{
-	if (!db_lost(conn)) {
-		PGresult *res = PQexec(conn, "ROLLBACK");
-
-		PQclear(res);
-	}
-}
-
 bool sweep_inbox(PGconn *conn, int hours, int batch, int max_batches, long max_ms, bool wait,
 		 int64_t *deleted, bool *busy, bool *more, char state[6], char *err,
 		 size_t errlen)
@@ -37,6 +28,7 @@ bool sweep_inbox(PGconn *conn, int hours, int batch, int max_batches, long max_m
 	char hours_s[16], batch_s[16];
 	const char *params[2] = { hours_s, batch_s };
 	int64_t t0 = util_mono_ms();
+	struct db_err e;
 	PGresult *res = NULL;
 	bool ok = false;
 
@@ -54,31 +46,26 @@ bool sweep_inbox(PGconn *conn, int hours, int batch, int max_batches, long max_m
 			*more = true;
 			break;
 		}
-		res = PQexec(conn, "BEGIN");
-		if (PQresultStatus(res) != PGRES_COMMAND_OK)
-			goto out;
-		PQclear(res);
-		res = PQexec(conn, wait ? SQL_WAIT_LOCK : SQL_TRY_LOCK);
-		if (PQresultStatus(res) != PGRES_TUPLES_OK)
+		if (!db_begin(conn, &e) ||
+		    (res = db_query(conn, wait ? SQL_WAIT_LOCK : SQL_TRY_LOCK, 0, NULL,
+				    PGRES_TUPLES_OK, &e)) == NULL)
 			goto out;
 		if (!wait && strcmp(PQgetvalue(res, 0, 0), "t") != 0) {
 			PQclear(res);
 			res = NULL;
-			sweep_rollback(conn);
+			db_rollback(conn);
 			*busy = true;
 			break;
 		}
 		PQclear(res);
-		res = PQexecParams(conn, SQL_SWEEP, 2, NULL, params, NULL, NULL, 0);
-		if (PQresultStatus(res) != PGRES_COMMAND_OK)
+		res = db_query(conn, SQL_SWEEP, 2, params, PGRES_COMMAND_OK, &e);
+		if (res == NULL)
 			goto out;
 		got = strtol(PQcmdTuples(res), NULL, 10);
 		PQclear(res);
-		res = PQexec(conn, "COMMIT");
-		if (PQresultStatus(res) != PGRES_COMMAND_OK)
-			goto out;
-		PQclear(res);
 		res = NULL;
+		if (!db_commit(conn, &e))
+			goto out;
 		*deleted += got;
 		if (got < batch)
 			break;
@@ -86,9 +73,9 @@ bool sweep_inbox(PGconn *conn, int hours, int batch, int max_batches, long max_m
 	ok = true;
 out:
 	if (!ok) {
-		db_error(conn, res, err, errlen);
-		snprintf(state, 6, "%s", db_sqlstate(res));
-		sweep_rollback(conn);
+		snprintf(err, errlen, "%s", e.msg);
+		snprintf(state, 6, "%s", e.sqlstate);
+		db_rollback(conn);
 	}
 	PQclear(res);
 	return ok;

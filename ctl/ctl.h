@@ -29,10 +29,6 @@ struct ctl {
 /* Connect or print why not; NULL means "exit 1". */
 PGconn *ctl_connect(const char *conninfo, const char *what);
 
-/* Run a query with text parameters expecting rows; NULL (message printed)
- * on failure. The caller clears the result. */
-PGresult *ctl_query(PGconn *conn, const char *sql, int n, const char *const *params);
-
 /* A consumer handle for [consumer] group_id that never joins the group;
  * NULL with a message. */
 rd_kafka_t *ctl_lag_open(const struct conf *c, char *err, size_t errlen);

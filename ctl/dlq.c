@@ -96,31 +96,12 @@ static const char SQL_LIFT[] = "DELETE FROM sink.quarantine WHERE order_id = $1"
 
 /* ------------------------------------------------------------------ helpers */
 
-/* Run a statement expecting want; NULL (message printed, result cleared)
- * otherwise. */
-static PGresult *dlq_run(PGconn *conn, const char *sql, int n, const char *const *params,
-			 ExecStatusType want)
+/* A database error, when there was one (e zero-initialised, filled only
+ * by a failed call), the way every subcommand says it. */
+static void dlq_db_failed(const struct db_err *e)
 {
-	PGresult *res = PQexecParams(conn, sql, n, NULL, params, NULL, NULL, 0);
-
-	if (PQresultStatus(res) != want) {
-		char err[512];
-
-		db_error(conn, res, err, sizeof err);
-		fprintf(stderr, "outboxctl: %s\n", err);
-		PQclear(res);
-		return NULL;
-	}
-	return res;
-}
-
-static void dlq_rollback(PGconn *conn)
-{
-	if (!db_lost(conn)) {
-		PGresult *res = PQexec(conn, "ROLLBACK");
-
-		PQclear(res);
-	}
+	if (e->msg[0] != '\0')
+		fprintf(stderr, "outboxctl: %s\n", e->msg);
 }
 
 /* apply_event, retrying transient errors a bounded number of times. */
@@ -151,6 +132,7 @@ static bool dlq_unpark(struct apply *ap, const char *order, bool *gap, int64_t *
 		       int64_t *dups)
 {
 	const char *p_order[1] = { order };
+	struct db_err e = { .msg = "" };
 	PGconn *conn;
 	PGresult *res = NULL;
 	char err[1024];
@@ -160,15 +142,14 @@ static bool dlq_unpark(struct apply *ap, const char *order, bool *gap, int64_t *
 	*gap = false;
 	do {
 		conn = apply_conn(ap);
-		if (conn == NULL || (res = dlq_run(conn, SQL_PARKED, 1, p_order,
-						   PGRES_TUPLES_OK)) == NULL)
+		if (conn == NULL ||
+		    (res = db_query(conn, SQL_PARKED, 1, p_order, PGRES_TUPLES_OK, &e)) == NULL)
 			goto out;
 		n = PQntuples(res);
 		for (int i = 0; i < n; i++) {
 			struct apply_msg m;
 			enum apply_result r;
 			const char *p_id[1] = { PQgetvalue(res, i, 0) };
-			PGresult *del;
 
 			memset(&m, 0, sizeof m);
 			snprintf(m.aggregate_id, sizeof m.aggregate_id, "%s", order);
@@ -196,17 +177,15 @@ static bool dlq_unpark(struct apply *ap, const char *order, bool *gap, int64_t *
 			}
 			*(r == APPLY_APPLIED ? released : dups) += 1;
 			conn = apply_conn(ap);
-			del = conn != NULL ? dlq_run(conn, SQL_UNPARK, 1, p_id, PGRES_COMMAND_OK)
-					   : NULL;
-			if (del == NULL)
+			if (conn == NULL || !db_run(conn, SQL_UNPARK, 1, p_id, &e))
 				goto out;
-			PQclear(del);
 		}
 		PQclear(res);
 		res = NULL;
 	} while (n > 0);
 	ok = true;
 out:
+	dlq_db_failed(&e);
 	if (!ok && apply_conn(ap) == NULL)
 		fprintf(stderr, "outboxctl: lost the sink database\n");
 	PQclear(res);
@@ -220,30 +199,26 @@ out:
 static int dlq_release(struct apply *ap, const char *order, bool json, json_t *out)
 {
 	const char *p_order[1] = { order };
-	PGconn *conn = NULL;
+	struct db_err e = { .msg = "" };
+	PGconn *conn;
 	PGresult *res = NULL;
 	int64_t released = 0, dups = 0;
-	char err[1024], open_dls[256] = "";
-	bool gap, parked_left, lifted = false, in_txn = false;
+	char open_dls[256] = "";
+	bool gap, parked_left, lifted = false;
 	int rc = 1;
 
 	for (;;) {
 		if (!dlq_unpark(ap, order, &gap, &released, &dups))
 			goto out;
 		conn = apply_conn(ap);
-		if (conn == NULL || !db_exec(conn, "BEGIN", err, sizeof err)) {
-			fprintf(stderr, "outboxctl: %s\n", conn == NULL ? "lost the sink database" : err);
+		if (conn == NULL) {
+			fprintf(stderr, "outboxctl: lost the sink database\n");
 			goto out;
 		}
-		in_txn = true;
 		/* Under the order's lock, as the consumer parks. */
-		if ((res = dlq_run(conn, SQL_PROJ_NEW, 1, p_order, PGRES_COMMAND_OK)) == NULL)
-			goto out;
-		PQclear(res);
-		if ((res = dlq_run(conn, SQL_PROJ_LOCK, 1, p_order, PGRES_TUPLES_OK)) == NULL)
-			goto out;
-		PQclear(res);
-		if ((res = dlq_run(conn, SQL_LIFT_CHECK, 1, p_order, PGRES_TUPLES_OK)) == NULL)
+		if (!db_begin(conn, &e) || !db_run(conn, SQL_PROJ_NEW, 1, p_order, &e) ||
+		    !db_run(conn, SQL_PROJ_LOCK, 1, p_order, &e) ||
+		    (res = db_query(conn, SQL_LIFT_CHECK, 1, p_order, PGRES_TUPLES_OK, &e)) == NULL)
 			goto out;
 		parked_left = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
 		snprintf(open_dls, sizeof open_dls, "%s",
@@ -251,21 +226,13 @@ static int dlq_release(struct apply *ap, const char *order, bool json, json_t *o
 		PQclear(res);
 		res = NULL;
 		if (!parked_left && open_dls[0] == '\0') {
-			if ((res = dlq_run(conn, SQL_LIFT, 1, p_order, PGRES_COMMAND_OK)) == NULL)
+			if (!db_run(conn, SQL_LIFT, 1, p_order, &e) || !db_commit(conn, &e))
 				goto out;
-			PQclear(res);
-			res = NULL;
-			if (!db_exec(conn, "COMMIT", err, sizeof err)) {
-				fprintf(stderr, "outboxctl: %s\n", err);
-				goto out;
-			}
-			in_txn = false;
 			lifted = true;
 			rc = 0;
 			break;
 		}
-		dlq_rollback(conn);
-		in_txn = false;
+		db_rollback(conn);
 		if (parked_left && !gap && open_dls[0] == '\0')
 			continue; /* parked by a consumer meanwhile: once more */
 		rc = open_dls[0] != '\0' ? 0 : 1;
@@ -289,9 +256,9 @@ static int dlq_release(struct apply *ap, const char *order, bool json, json_t *o
 			"republish it (outboxctl replay --order %s) and run dlq retry again\n",
 			order, order);
 out:
+	dlq_db_failed(&e);
 	PQclear(res);
-	if (in_txn)
-		dlq_rollback(conn);
+	db_rollback(apply_conn(ap)); /* a transaction only between BEGIN and out */
 	return rc;
 }
 
@@ -322,12 +289,13 @@ static int dlq_list(struct ctl *ctl)
 	const char *params[1] = { ctl->all ? "true" : "false" };
 	PGconn *conn = ctl_connect(conf_sink_conninfo(&ctl->conf), "consumer");
 	PGresult *res = NULL;
+	struct db_err dbe = { .msg = "" };
 	char key[1100], shown[4096];
 	int rc = 1;
 
 	if (conn == NULL)
 		return 1;
-	res = ctl_query(conn, SQL_LIST, 1, params);
+	res = db_query(conn, SQL_LIST, 1, params, PGRES_TUPLES_OK, &dbe);
 	if (res == NULL)
 		goto out;
 	if (ctl->json) {
@@ -389,6 +357,7 @@ static int dlq_list(struct ctl *ctl)
 	}
 	rc = 0;
 out:
+	dlq_db_failed(&dbe);
 	PQclear(res);
 	PQfinish(conn);
 	return rc;
@@ -410,8 +379,8 @@ static int dlq_retry_apply(struct ctl *ctl, struct apply *ap, const char *id, js
 			   char *order, size_t orderlen)
 {
 	const char *p_id[1] = { id };
-	PGconn *conn = apply_conn(ap);
-	PGresult *res = NULL, *upd = NULL;
+	struct db_err e = { .msg = "" };
+	PGresult *res = NULL;
 	unsigned char *key = NULL, *payload = NULL;
 	size_t key_len, payload_len;
 	rd_kafka_headers_t *hdrs = NULL;
@@ -420,7 +389,7 @@ static int dlq_retry_apply(struct ctl *ctl, struct apply *ap, const char *id, js
 	enum apply_result r;
 	int rc = 1;
 
-	res = dlq_run(conn, SQL_GET, 1, p_id, PGRES_TUPLES_OK);
+	res = db_query(apply_conn(ap), SQL_GET, 1, p_id, PGRES_TUPLES_OK, &e);
 	if (res == NULL)
 		goto out;
 	if (PQntuples(res) == 0) {
@@ -473,9 +442,7 @@ static int dlq_retry_apply(struct ctl *ctl, struct apply *ap, const char *id, js
 				     r == APPLY_APPLIED ? "applied by outboxctl dlq retry"
 							: "already applied (duplicate)" };
 
-		conn = apply_conn(ap);
-		upd = conn != NULL ? dlq_run(conn, SQL_RESOLVE, 3, p, PGRES_COMMAND_OK) : NULL;
-		if (upd == NULL)
+		if (!db_run(apply_conn(ap), SQL_RESOLVE, 3, p, &e))
 			goto out;
 	}
 	json_object_set_new(out, "applied", json_string(r == APPLY_APPLIED ? "yes" : "duplicate"));
@@ -484,8 +451,8 @@ static int dlq_retry_apply(struct ctl *ctl, struct apply *ap, const char *id, js
 		       r == APPLY_APPLIED ? "applied" : "was already applied");
 	rc = 0;
 out:
+	dlq_db_failed(&e);
 	PQclear(res);
-	PQclear(upd);
 	PQfreemem(key);
 	PQfreemem(payload);
 	if (hdrs != NULL)
@@ -512,13 +479,14 @@ static int dlq_drop_record(struct ctl *ctl, struct apply *ap, struct audit *au, 
 	const char *p_id[1] = { id };
 	PGconn *conn = apply_conn(ap);
 	PGresult *res = NULL;
+	struct db_err e = { .msg = "" };
 	char event_id[40] = "", seq_s[24] = "", exp_s[24] = "", part_s[16] = "",
 	     off_s[24] = "", detail[1200], detected[40] = "", err[1024];
-	bool skipped = false, in_txn = false;
+	bool skipped = false;
 	int64_t last = -1;
 	int rc = 1;
 
-	res = dlq_run(conn, SQL_GET, 1, p_id, PGRES_TUPLES_OK);
+	res = db_query(conn, SQL_GET, 1, p_id, PGRES_TUPLES_OK, &e);
 	if (res == NULL)
 		goto out;
 	if (PQntuples(res) == 0) {
@@ -533,26 +501,19 @@ static int dlq_drop_record(struct ctl *ctl, struct apply *ap, struct audit *au, 
 	PQclear(res);
 	res = NULL;
 	snprintf(detail, sizeof detail, "dead letter %s dropped: %s", id, ctl->reason);
-	if (!db_exec(conn, "BEGIN", err, sizeof err)) {
-		fprintf(stderr, "outboxctl: %s\n", err);
+	if (!db_begin(conn, &e))
 		goto out;
-	}
-	in_txn = true;
 	if (order[0] != '\0') {
 		const char *p_order[1] = { order };
 
-		res = dlq_run(conn, SQL_PROJ_NEW, 1, p_order, PGRES_COMMAND_OK);
-		if (res == NULL)
-			goto out;
-		PQclear(res);
-		res = dlq_run(conn, SQL_PROJ_LOCK, 1, p_order, PGRES_TUPLES_OK);
-		if (res == NULL)
+		if (!db_run(conn, SQL_PROJ_NEW, 1, p_order, &e) ||
+		    (res = db_query(conn, SQL_PROJ_LOCK, 1, p_order, PGRES_TUPLES_OK, &e)) == NULL)
 			goto out;
 		last = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
 		PQclear(res);
 		res = NULL;
 	}
-	res = dlq_run(conn, SQL_DL_LOCK, 1, p_id, PGRES_TUPLES_OK);
+	res = db_query(conn, SQL_DL_LOCK, 1, p_id, PGRES_TUPLES_OK, &e);
 	if (res == NULL)
 		goto out;
 	if (strcmp(PQgetvalue(res, 0, 0), "open") != 0) {
@@ -566,7 +527,7 @@ static int dlq_drop_record(struct ctl *ctl, struct apply *ap, struct audit *au, 
 	if (order[0] != '\0' && seq_s[0] != '\0') {
 		const char *p[2] = { order, seq_s };
 
-		res = dlq_run(conn, SQL_SKIP, 2, p, PGRES_COMMAND_OK);
+		res = db_query(conn, SQL_SKIP, 2, p, PGRES_COMMAND_OK, &e);
 		if (res == NULL)
 			goto out;
 		skipped = strcmp(PQcmdTuples(res), "1") == 0;
@@ -576,20 +537,14 @@ static int dlq_drop_record(struct ctl *ctl, struct apply *ap, struct audit *au, 
 	if (event_id[0] != '\0') {
 		const char *p[1] = { event_id };
 
-		res = dlq_run(conn, SQL_INBOX, 1, p, PGRES_COMMAND_OK);
-		if (res == NULL)
+		if (!db_run(conn, SQL_INBOX, 1, p, &e))
 			goto out;
-		PQclear(res);
-		res = NULL;
 	}
 	{
 		const char *p[3] = { id, "dropped", ctl->reason };
 
-		res = dlq_run(conn, SQL_RESOLVE, 3, p, PGRES_COMMAND_OK);
-		if (res == NULL)
+		if (!db_run(conn, SQL_RESOLVE, 3, p, &e))
 			goto out;
-		PQclear(res);
-		res = NULL;
 	}
 	if (last >= 0)
 		snprintf(exp_s, sizeof exp_s, "%" PRId64, last + 1);
@@ -598,18 +553,15 @@ static int dlq_drop_record(struct ctl *ctl, struct apply *ap, struct audit *au, 
 				     seq_s[0] ? seq_s : NULL, event_id[0] ? event_id : NULL, part_s,
 				     off_s, detail };
 
-		res = dlq_run(conn, SQL_AUDIT_DROP, 7, p, PGRES_TUPLES_OK);
+		res = db_query(conn, SQL_AUDIT_DROP, 7, p, PGRES_TUPLES_OK, &e);
 		if (res == NULL)
 			goto out;
 		snprintf(detected, sizeof detected, "%s", PQgetvalue(res, 0, 0));
 		PQclear(res);
 		res = NULL;
 	}
-	if (!db_exec(conn, "COMMIT", err, sizeof err)) {
-		fprintf(stderr, "outboxctl: %s\n", err);
+	if (!db_commit(conn, &e))
 		goto out;
-	}
-	in_txn = false;
 	{
 		struct audit_line l = {
 			.detected_at = detected, .kind = "dropped",
@@ -632,9 +584,9 @@ static int dlq_drop_record(struct ctl *ctl, struct apply *ap, struct audit *au, 
 		       skipped ? "; the order steps over its seq" : "");
 	rc = 0;
 out:
+	dlq_db_failed(&e);
 	PQclear(res);
-	if (in_txn)
-		dlq_rollback(conn);
+	db_rollback(conn);
 	return rc;
 }
 
@@ -655,6 +607,8 @@ int ctl_dlq(struct ctl *ctl)
 	const char *what = ctl->nargs > 0 ? ctl->args[0] : NULL;
 	const char *id = ctl->nargs > 1 ? ctl->args[1] : NULL;
 	PGconn *probe;
+	PGresult *res;
+	struct db_err e;
 	struct apply *ap = NULL;
 	struct audit *au = NULL;
 	json_t *out = NULL;
@@ -686,15 +640,14 @@ int ctl_dlq(struct ctl *ctl)
 	probe = ctl_connect(conf_sink_conninfo(&ctl->conf), "consumer");
 	if (probe == NULL)
 		return 1;
-	{
-		/* ... nor on a schema that is not there yet (migrate not run). */
-		PGresult *res = ctl_query(probe, SQL_SCHEMA, 0, NULL);
-
-		PQclear(res);
-		PQfinish(probe);
-		if (res == NULL)
-			return 1;
+	/* ... nor on a schema that is not there yet (migrate not run). */
+	res = db_query(probe, SQL_SCHEMA, 0, NULL, PGRES_TUPLES_OK, &e);
+	PQfinish(probe);
+	if (res == NULL) {
+		dlq_db_failed(&e);
+		return 1;
 	}
+	PQclear(res);
 	util_on_signals(dlq_on_signal);
 	au = audit_open(ctl->conf.sup_audit_file, err, sizeof err);
 	if (au == NULL) {

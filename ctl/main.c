@@ -56,32 +56,17 @@ static void usage(FILE *f)
 
 PGconn *ctl_connect(const char *conninfo, const char *what)
 {
-	char err[512];
-	PGconn *conn = db_connect(conninfo, err, sizeof err);
+	struct db_err e;
+	PGconn *conn = db_open(conninfo, NULL, &e);
 
 	if (conn == NULL) {
 		char masked[1024];
 
 		db_conninfo_masked(conninfo, masked, sizeof masked);
 		fprintf(stderr, "outboxctl: cannot connect to the %s database (\"%s\"): %s\n", what,
-			masked, err);
+			masked, e.msg);
 	}
 	return conn;
-}
-
-PGresult *ctl_query(PGconn *conn, const char *sql, int n, const char *const *params)
-{
-	PGresult *res = PQexecParams(conn, sql, n, NULL, params, NULL, NULL, 0);
-
-	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-		char err[512];
-
-		db_error(conn, res, err, sizeof err);
-		fprintf(stderr, "outboxctl: %s\n", err);
-		PQclear(res);
-		return NULL;
-	}
-	return res;
 }
 
 int main(int argc, char **argv)

@@ -22,46 +22,28 @@ static const char SQL_RECORD[] = "INSERT INTO public.outboxd_migrations (name) V
  * there, -1 failed (message printed, transaction rolled back). */
 static int migrate_one(PGconn *conn, const struct sql_file *f)
 {
-	char err[1024];
 	const char *params[1] = { f->name };
+	struct db_err e;
 	PGresult *res = NULL;
 	int rc = -1;
 
-	if (!db_exec(conn, "BEGIN", err, sizeof err))
+	if (!db_begin(conn, &e) ||
+	    (res = db_query(conn, SQL_APPLIED, 1, params, PGRES_TUPLES_OK, &e)) == NULL)
 		goto out;
-	res = PQexecParams(conn, SQL_APPLIED, 1, NULL, params, NULL, NULL, 0);
-	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-		db_error(conn, res, err, sizeof err);
-		goto out;
-	}
 	if (PQntuples(res) > 0) {
 		rc = 0;
 		goto out;
 	}
-	PQclear(res);
-	res = PQexec(conn, f->text);
-	if (PQresultStatus(res) != PGRES_COMMAND_OK && PQresultStatus(res) != PGRES_TUPLES_OK) {
-		db_error(conn, res, err, sizeof err);
-		goto out;
-	}
-	PQclear(res);
-	res = PQexecParams(conn, SQL_RECORD, 1, NULL, params, NULL, NULL, 0);
-	if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-		db_error(conn, res, err, sizeof err);
-		goto out;
-	}
-	if (!db_exec(conn, "COMMIT", err, sizeof err))
+	/* The file as one simple query: it may hold several statements. */
+	if (!db_run(conn, f->text, 0, NULL, &e) || !db_run(conn, SQL_RECORD, 1, params, &e) ||
+	    !db_commit(conn, &e))
 		goto out;
 	rc = 1;
 out:
 	PQclear(res);
 	if (rc < 0)
-		fprintf(stderr, "outboxctl: migration %s failed: %s\n", f->name, err);
-	if (rc <= 0 && !db_lost(conn)) {
-		PGresult *r = PQexec(conn, "ROLLBACK");
-
-		PQclear(r);
-	}
+		fprintf(stderr, "outboxctl: migration %s failed: %s\n", f->name, e.msg);
+	db_rollback(conn);
 	return rc;
 }
 
@@ -86,91 +68,63 @@ static const char SQL_IS_PARTITIONED[] =
 static int migrate_partition(PGconn *conn, const struct conf *c, bool *kept_old,
 			     long long *copied)
 {
-	char step[16], ahead[16], ret[16], lt[16], err[1024] = "";
+	char step[16], ahead[16], ret[16], lt[16];
 	const char *params[3] = { step, ahead, ret }, *lt_params[1] = { lt };
+	struct db_err e = { .msg = "" };
 	PGresult *res = NULL;
 	int rc = -1;
 
 	snprintf(step, sizeof step, "%d", c->cleanup_partition_interval_s);
 	snprintf(ahead, sizeof ahead, "%d", c->cleanup_partitions_ahead);
 	snprintf(ret, sizeof ret, "%d", c->cleanup_retention_s);
-	res = PQexecParams(conn, SQL_IS_PARTITIONED, 0, NULL, NULL, NULL, NULL, 0);
-	if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
-		db_error(conn, res, err, sizeof err);
+	res = db_query(conn, SQL_IS_PARTITIONED, 0, NULL, PGRES_TUPLES_OK, &e);
+	if (res == NULL)
+		goto out;
+	if (PQntuples(res) != 1) {
+		snprintf(e.msg, sizeof e.msg, "public.outbox does not exist");
 		goto out;
 	}
 	if (strcmp(PQgetvalue(res, 0, 0), "t") == 0) {
 		/* Already partitioned: make sure the partitions ahead exist. */
-		PQclear(res);
-		res = PQexecParams(conn, SQL_ENSURE, 2, NULL, params, NULL, NULL, 0);
-		if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-			db_error(conn, res, err, sizeof err);
+		if (!db_run(conn, SQL_ENSURE, 2, params, &e))
 			goto out;
-		}
 		rc = 0;
 		goto out;
 	}
 	PQclear(res);
 	res = NULL;
-	if (!db_exec(conn, "BEGIN", err, sizeof err))
-		goto out;
 	/* Writers queue behind the conversion's lock while it waits for it:
 	 * wait at most [cleanup] lock_timeout_ms, then fail (retry later). */
 	snprintf(lt, sizeof lt, "%d", c->cleanup_lock_timeout_ms);
-	res = PQexecParams(conn, SQL_LOCK_TIMEOUT, 1, NULL, lt_params, NULL, NULL, 0);
-	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-		db_error(conn, res, err, sizeof err);
+	if (!db_begin(conn, &e) || !db_run(conn, SQL_LOCK_TIMEOUT, 1, lt_params, &e) ||
+	    (res = db_query(conn, SQL_PARTITION, 3, params, PGRES_TUPLES_OK, &e)) == NULL)
 		goto out;
-	}
-	PQclear(res);
-	res = PQexecParams(conn, SQL_PARTITION, 3, NULL, params, NULL, NULL, 0);
-	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-		db_error(conn, res, err, sizeof err);
-		goto out;
-	}
 	*copied = atoll(PQgetvalue(res, 0, 0));
 	*kept_old = strcmp(PQgetvalue(res, 0, 1), "t") == 0;
-	PQclear(res);
-	res = PQexecParams(conn, SQL_UNSENT_AGGREGATE_SETUP, 0, NULL, NULL, NULL, NULL, 0);
-	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-		db_error(conn, res, err, sizeof err);
-		goto out;
-	}
-	PQclear(res);
-	res = PQexecParams(conn, SQL_REFUSED_SETUP, 0, NULL, NULL, NULL, NULL, 0);
-	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-		db_error(conn, res, err, sizeof err);
-		goto out;
-	}
-	if (!db_exec(conn, "COMMIT", err, sizeof err))
+	if (!db_run(conn, SQL_UNSENT_AGGREGATE_SETUP, 0, NULL, &e) ||
+	    !db_run(conn, SQL_REFUSED_SETUP, 0, NULL, &e) || !db_commit(conn, &e))
 		goto out;
 	rc = 1;
 out:
 	if (rc < 0)
-		fprintf(stderr, "outboxctl: migrate: partitioning public.outbox failed: %s%s\n", err,
-			strcmp(db_sqlstate(res), "55P03") == 0
+		fprintf(stderr, "outboxctl: migrate: partitioning public.outbox failed: %s%s\n", e.msg,
+			strcmp(e.sqlstate, DB_LOCK_NOT_AVAILABLE) == 0
 				? " (its lock was not granted within [cleanup] lock_timeout_ms; "
 				  "run migrate again)" : "");
 	PQclear(res);
-	if (rc < 0) {
-		if (!db_lost(conn)) {
-			PGresult *r = PQexec(conn, "ROLLBACK");
-
-			PQclear(r);
-		}
-	}
+	db_rollback(conn);
 	return rc;
 }
 
 static bool migrate_prepare(PGconn *conn)
 {
-	char err[1024];
+	struct db_err e;
 
-	if (db_exec(conn, SQL_LOCK, err, sizeof err) &&
-	    db_exec(conn, "SET client_min_messages = warning", err, sizeof err) &&
-	    db_exec(conn, SQL_VERSIONS, err, sizeof err))
+	if (db_run(conn, SQL_LOCK, 0, NULL, &e) &&
+	    db_run(conn, "SET client_min_messages = warning", 0, NULL, &e) &&
+	    db_run(conn, SQL_VERSIONS, 0, NULL, &e))
 		return true;
-	fprintf(stderr, "outboxctl: migrate: %s\n", err);
+	fprintf(stderr, "outboxctl: migrate: %s\n", e.msg);
 	return false;
 }
 

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "ctl.h"
+#include "db.h"
 #include "kafka.h"
 
 static const char SQL_EVENTS[] =
@@ -43,6 +44,7 @@ static void replay_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *rkm, void *op
 int ctl_replay(struct ctl *ctl)
 {
 	char from_s[24], err[512];
+	struct db_err dbe;
 	const char *params[2] = { ctl->order, from_s };
 	PGconn *conn = NULL;
 	PGresult *rows = NULL, *unsent = NULL;
@@ -62,9 +64,11 @@ int ctl_replay(struct ctl *ctl)
 	conn = ctl_connect(ctl->conf.db_conninfo, "outbox");
 	if (conn == NULL)
 		return 1;
-	if ((rows = ctl_query(conn, SQL_EVENTS, 2, params)) == NULL ||
-	    (unsent = ctl_query(conn, SQL_UNSENT, 2, params)) == NULL)
+	if ((rows = db_query(conn, SQL_EVENTS, 2, params, PGRES_TUPLES_OK, &dbe)) == NULL ||
+	    (unsent = db_query(conn, SQL_UNSENT, 2, params, PGRES_TUPLES_OK, &dbe)) == NULL) {
+		fprintf(stderr, "outboxctl: %s\n", dbe.msg);
 		goto out;
+	}
 	n = PQntuples(rows);
 	skipped = atoll(PQgetvalue(unsent, 0, 0));
 	if (atoll(PQgetvalue(unsent, 0, 1)) == 0) {

@@ -8,6 +8,7 @@
 
 #include "../relay/cluster.h"
 #include "ctl.h"
+#include "db.h"
 #include "kafka.h"
 
 static const char SQL_UNSENT[] =
@@ -109,6 +110,7 @@ int ctl_status(struct ctl *ctl)
 	char kerr[512] = "", warning[512] = "", cerr[512] = "", cid[KAFKA_CLUSTER_ID_MAX] = "";
 	char cwarn[KAFKA_CLUSTER_ID_MAX * 2 + 256] = "";
 	struct cluster_record rec;
+	struct db_err e;
 	int blocked = 0;
 	long long lag;
 	int rc = 1;
@@ -119,12 +121,14 @@ int ctl_status(struct ctl *ctl)
 		sink = db;
 	else if ((sink = ctl_connect(conf_sink_conninfo(&ctl->conf), "consumer")) == NULL)
 		goto out;
-	if ((unsent = ctl_query(db, SQL_UNSENT, 0, NULL)) == NULL ||
-	    (refused = ctl_query(db, SQL_REFUSED, 0, NULL)) == NULL ||
-	    (relays = ctl_query(db, SQL_RELAYS, 0, NULL)) == NULL ||
-	    (cons = ctl_query(sink, SQL_CONSUMERS, 0, NULL)) == NULL ||
-	    (slot = ctl_query(db, SQL_SLOT, 1, slot_params)) == NULL)
+	if ((unsent = db_query(db, SQL_UNSENT, 0, NULL, PGRES_TUPLES_OK, &e)) == NULL ||
+	    (refused = db_query(db, SQL_REFUSED, 0, NULL, PGRES_TUPLES_OK, &e)) == NULL ||
+	    (relays = db_query(db, SQL_RELAYS, 0, NULL, PGRES_TUPLES_OK, &e)) == NULL ||
+	    (cons = db_query(sink, SQL_CONSUMERS, 0, NULL, PGRES_TUPLES_OK, &e)) == NULL ||
+	    (slot = db_query(db, SQL_SLOT, 1, slot_params, PGRES_TUPLES_OK, &e)) == NULL) {
+		fprintf(stderr, "outboxctl: %s\n", e.msg);
 		goto out;
+	}
 	if (PQntuples(slot) == 1 && strcmp(PQgetvalue(slot, 0, 2), "lost") == 0)
 		snprintf(warning, sizeof warning,
 			 "slot %s is invalidated (wal_status lost): the CDC relay falls back to "
@@ -299,13 +303,16 @@ int ctl_audit(struct ctl *ctl)
 	const char *params[2] = { ctl->since, ctl->kind };
 	PGconn *conn = ctl_connect(conf_sink_conninfo(&ctl->conf), "consumer");
 	PGresult *rows = NULL, *sum = NULL;
+	struct db_err e;
 	int rc = 1;
 
 	if (conn == NULL)
 		return 1;
-	if ((rows = ctl_query(conn, SQL_AUDIT, 2, params)) == NULL ||
-	    (sum = ctl_query(conn, SQL_AUDIT_SUMMARY, 0, NULL)) == NULL)
+	if ((rows = db_query(conn, SQL_AUDIT, 2, params, PGRES_TUPLES_OK, &e)) == NULL ||
+	    (sum = db_query(conn, SQL_AUDIT_SUMMARY, 0, NULL, PGRES_TUPLES_OK, &e)) == NULL) {
+		fprintf(stderr, "outboxctl: %s\n", e.msg);
 		goto out;
+	}
 	if (ctl->json) {
 		json_t *a = rows_json(rows, cols);
 		size_t i;

@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "ctl.h"
+#include "db.h"
 #include "util.h"
 
 static const char SQL_VERIFY[] =
@@ -63,10 +64,13 @@ static const char *const v_names[V_N] = {
 
 static bool verify_measure(PGconn *conn, long long v[V_N])
 {
-	PGresult *res = ctl_query(conn, SQL_VERIFY, 0, NULL);
+	struct db_err e;
+	PGresult *res = db_query(conn, SQL_VERIFY, 0, NULL, PGRES_TUPLES_OK, &e);
 
-	if (res == NULL)
+	if (res == NULL) {
+		fprintf(stderr, "outboxctl: %s\n", e.msg);
 		return false;
+	}
 	for (int i = 0; i < V_N; i++)
 		v[i] = atoll(PQgetvalue(res, 0, i));
 	PQclear(res);

@@ -128,16 +128,17 @@ static const char *event_type(long seq)
  * database error (the transaction is rolled back or the connection gone). */
 static bool place_event(PGconn *conn, struct worker *w, char order_id[32], long seq)
 {
-	char amount[24], customer[32], err[512];
+	char amount[24], customer[32];
 	char row_id[32] = "", payload[512] = "", event_id[37];
 	const char *params[4];
 	const char *sql;
 	int nparams;
+	struct db_err dbe;
 	PGresult *res = NULL;
 	bool ok = false;
 
 	snprintf(amount, sizeof amount, "%ld", (long)(rng_next(&w->rng) % 10000) + 100);
-	if (!db_exec(conn, "BEGIN", err, sizeof err))
+	if (!db_begin(conn, &dbe))
 		goto out;
 	if (seq == 1) {
 		snprintf(customer, sizeof customer, "c-%ld", (long)(rng_next(&w->rng) % 100000));
@@ -154,9 +155,11 @@ static bool place_event(PGconn *conn, struct worker *w, char order_id[32], long 
 		nparams = opt.naive ? 3 : 4;
 		sql = opt.naive ? SQL_NEXT_NAIVE : SQL_NEXT_OUTBOX;
 	}
-	res = PQexecParams(conn, sql, nparams, NULL, params, NULL, NULL, 0);
-	if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
-		db_error(conn, res, err, sizeof err);
+	res = db_query(conn, sql, nparams, params, PGRES_TUPLES_OK, &dbe);
+	if (res == NULL)
+		goto out;
+	if (PQntuples(res) != 1) {
+		snprintf(dbe.msg, sizeof dbe.msg, "%d rows where one was expected", PQntuples(res));
 		goto out;
 	}
 	snprintf(row_id, sizeof row_id, "%s", PQgetvalue(res, 0, 0));
@@ -165,7 +168,7 @@ static bool place_event(PGconn *conn, struct worker *w, char order_id[32], long 
 	PQclear(res);
 	res = NULL;
 	crash_point("orders.before_commit");
-	if (!db_exec(conn, "COMMIT", err, sizeof err))
+	if (!db_commit(conn, &dbe))
 		goto out;
 	ok = true;
 	snprintf(order_id, 32, "%s", row_id);
@@ -191,13 +194,9 @@ static bool place_event(PGconn *conn, struct worker *w, char order_id[32], long 
 	}
 out:
 	if (!ok) {
-		log_debug("event %s seq %ld: %s", order_id[0] ? order_id : "(new)", seq, err);
+		log_debug("event %s seq %ld: %s", order_id[0] ? order_id : "(new)", seq, dbe.msg);
 		atomic_fetch_add(&n_db_errors, 1);
-		if (!db_lost(conn)) {
-			PGresult *r = PQexec(conn, "ROLLBACK");
-
-			PQclear(r);
-		}
+		db_rollback(conn);
 	}
 	PQclear(res);
 	return ok;
@@ -218,7 +217,7 @@ static void *worker_main(void *arg)
 	int64_t t0 = util_mono_ms();
 	long done_events = 0;
 	struct slot slots[WINDOW];
-	PGconn *conn = db_connect_retry(conninfo, "orders", &stop);
+	PGconn *conn = db_open_retry(conninfo, NULL, "orders", &stop);
 
 	memset(slots, 0, sizeof slots);
 	while (conn != NULL && !stop && (started < mine || active > 0)) {
@@ -243,7 +242,7 @@ static void *worker_main(void *arg)
 		if (!place_event(conn, w, s->order_id, s->next_seq)) {
 			if (db_lost(conn)) {
 				PQfinish(conn);
-				conn = db_connect_retry(conninfo, "orders", &stop);
+				conn = db_open_retry(conninfo, NULL, "orders", &stop);
 			} else {
 				util_sleep_ms(50, &stop);
 			}

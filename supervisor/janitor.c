@@ -52,6 +52,7 @@ static void janitor_child(const struct conf *c, pid_t parent)
 	struct outbox_cleanup_report rep;
 	sigset_t none;
 	char err[1024];
+	struct db_err e;
 	PGconn *conn;
 	int rc = 1;
 
@@ -62,9 +63,9 @@ static void janitor_child(const struct conf *c, pid_t parent)
 	if (prctl(PR_SET_PDEATHSIG, SIGTERM) != 0 || getppid() != parent)
 		_exit(1);
 	log_setup("janitor", -1);
-	conn = db_connect(c->db_conninfo, err, sizeof err);
+	conn = db_open(c->db_conninfo, NULL, &e);
 	if (conn == NULL) {
-		log_warn("cannot connect to the database: %s; next round in %d s", err,
+		log_warn("cannot connect to the database: %s; next round in %d s", e.msg,
 			 c->cleanup_janitor_interval_s);
 		_exit(1);
 	}

@@ -66,9 +66,11 @@ static void ready_child(const struct conf *c, pid_t parent, int out) __attribute
 static void ready_child(const struct conf *c, pid_t parent, int out)
 {
 	const int sigs[] = { SIGPIPE, SIGTERM, SIGINT, SIGHUP, SIGCHLD };
+	const struct db_conn_opts quick = { .timeout_s = READY_TIMEOUT_S };
 	char err[512], line[600];
 	sigset_t none;
 	rd_kafka_t *rk = NULL;
+	struct db_err e;
 	PGconn *conn;
 	PGresult *res;
 	int n;
@@ -81,16 +83,14 @@ static void ready_child(const struct conf *c, pid_t parent, int out)
 		_exit(1);
 	log_setup("ready", -1);
 	log_threshold = LOG_ERROR; /* what it finds goes to /readyz and the supervisor's log */
-	conn = db_connect_quick(c->db_conninfo, READY_TIMEOUT_S, err, sizeof err);
+	conn = db_open(c->db_conninfo, &quick, &e);
 	if (conn == NULL) {
-		n = snprintf(line, sizeof line, "down the database does not answer: %s\n", err);
+		n = snprintf(line, sizeof line, "down the database does not answer: %s\n", e.msg);
 		goto out;
 	}
-	res = PQexec(conn, SQL_PROGRESS);
-	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-		db_error(conn, res, err, sizeof err);
-		n = snprintf(line, sizeof line, "down the outbox cannot be read: %s\n", err);
-		PQclear(res);
+	res = db_query(conn, SQL_PROGRESS, 0, NULL, PGRES_TUPLES_OK, &e);
+	if (res == NULL) {
+		n = snprintf(line, sizeof line, "down the outbox cannot be read: %s\n", e.msg);
 		PQfinish(conn);
 		goto out;
 	}
