@@ -73,6 +73,10 @@
  * earlier one waits below it fails the re-check (point 3: its run must
  * start at the oldest unsent seq), so it stays unsent too.
  *
+ * Why two passes in flight at once change none of this: a relay pipelines
+ * on two lanes (relay_pass), each its own connection and transaction, so
+ * they are two relays as far as points 1-5 go.
+ *
  * Within a pass, rows are produced in id order (= seq order per aggregate)
  * with key = aggregate_id, by an idempotent producer that keeps
  * per-partition order across its retries.
@@ -84,6 +88,7 @@
 #include <inttypes.h>
 #include <poll.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -175,7 +180,6 @@ static const struct {
 } relay_statements[] = {
 	{ "relay_claim", SQL_CLAIM, 3 },
 	{ "relay_recheck", SQL_RECHECK, 1 },
-	{ "relay_mark_sent", SQL_MARK_SENT, 1 },
 	{ "relay_mark_failed", SQL_MARK_FAILED, 3 },
 };
 
@@ -189,11 +193,40 @@ enum pass_result {
 	PASS_IDLE,      /* nothing claimed */
 	PASS_OK,        /* work done, batch not full */
 	PASS_FULL,      /* batch_size rows claimed: go again at once */
+	PASS_AGAIN,     /* less, but claimed while the other lane held aggregates: not
+			 * caught up, go again at once (from id 0) */
 	PASS_RETRY,     /* something failed (broker, timeouts, SQL): back off */
 	PASS_DB_LOST,   /* the connection is gone: reconnect */
 	PASS_PRODUCER,  /* fatal producer error or lost reports: re-create it */
 	PASS_CLUSTER,   /* the broker is on another Kafka cluster: re-create, back off */
 	PASS_CLUSTER_BACK, /* the recorded cluster is back: re-create, go again */
+};
+
+/* One pass, and the lane it runs on. A relay has two lanes, each with its
+ * own connection and batch, so one pass's marks can run while the next
+ * pass claims (relay_pass). The fields before conn are the pass's own,
+ * zeroed at its start; the rest is the lane's. */
+struct pass {
+	char id[64];                /* relay.pid.pass, for the log and the publish log */
+	PGresult *claim;            /* the rows' strings point into it */
+	int n;                      /* rows claimed */
+	int enq, acked, failed;     /* publish */
+	int marked, unmarked, refused, transient; /* mark */
+	int64_t left;               /* lowest id claimed and not marked */
+	int64_t claimed_us;         /* wall clock of the claim, for the publish log */
+	int64_t t0, t_claim, t_kafka, t_mark;
+	char first_err[256], first_refused[256];
+	struct db_err e;            /* why a statement failed */
+	bool marking;               /* the mark UPDATE is in flight (pass_mark_send) */
+	bool overlapped;            /* claimed while the other lane's pass was open */
+
+	PGconn *conn;               /* NULL until opened (lane 1: when first needed) */
+	bool busy;                  /* claimed and published, not yet committed */
+	struct publish_row *rows;   /* batch_size slots, live as long as the relay */
+	int *order;                 /* row indexes sorted by (aggregate_id, seq) */
+	struct agg_min *mins;
+	struct db_array aggs;       /* the re-check's aggregates */
+	struct db_array sent, failed_ids, failed_why, failed_refused; /* the marks */
 };
 
 struct relay {
@@ -202,11 +235,9 @@ struct relay {
 	volatile sig_atomic_t *stop;
 	char host[256];
 	int64_t started_us;
-	PGconn *conn;
+	struct pass lane[2];        /* lane[0]'s connection also LISTENs and saves counters */
+	int cur;                    /* the lane whose pass finishes next */
 	struct publisher pub;
-	struct publish_row *rows;   /* batch_size slots, live as long as the relay */
-	int *order;                 /* row indexes sorted by (aggregate_id, seq) */
-	struct agg_min *mins;
 	int cap;
 	int64_t pass_no;
 	int64_t max_id;             /* claim only rows with id <= this */
@@ -220,8 +251,6 @@ struct relay {
 	int64_t summary_ms;
 	int64_t summary_published;
 	bool notified;
-	struct db_array aggs;       /* the re-check's aggregates */
-	struct db_array sent, failed_ids, failed_why, failed_refused; /* the marks */
 	struct poll_marked *marked; /* a drain's record of what it marked, or NULL */
 };
 
@@ -300,18 +329,21 @@ void poll_marked_free(struct poll_marked *m)
 	memset(m, 0, sizeof *m);
 }
 
-/* Connect (retrying until it works or we are stopped), pin the claim's
- * plan, prepare every statement and LISTEN. Returns false when stopped or
- * when set-up failed (logged; the connection is closed). */
-static bool relay_db_open(struct relay *r)
+/* Connect lane p (lane 0 retrying until it works or we are stopped, lane
+ * 1 once: without it the relay only does not pipeline), pin the claim's
+ * plan, prepare every statement and (lane 0) LISTEN. Returns false when
+ * stopped or when set-up failed (logged; the connection is closed). */
+static bool relay_db_open(struct relay *r, struct pass *p)
 {
 	char appname[64];
 	struct db_conn_opts o = { .appname = appname };
 	struct db_err e;
+	bool first = p == &r->lane[0];
 
 	snprintf(appname, sizeof appname, "outbox-relay[%d]", r->id);
-	r->conn = db_open_retry(r->cfg->db_conninfo, &o, "relay", r->stop);
-	if (r->conn == NULL)
+	p->conn = first ? db_open_retry(r->cfg->db_conninfo, &o, "relay", r->stop)
+			: db_open(r->cfg->db_conninfo, &o, &e);
+	if (p->conn == NULL)
 		return false;
 	/* The claim's advisory-lock filter must run on the ordered scan of
 	 * outbox_unsent below the LIMIT: a sequential scan plus sort would
@@ -321,23 +353,24 @@ static bool relay_db_open(struct relay *r)
 	 * statements are the ones below. JIT off: the claim and the marks of
 	 * a large batch cross jit_above_cost, and compiling them took about
 	 * 40 % of the backend's CPU for nothing (each runs in milliseconds). */
-	if (!db_run(r->conn, "SET jit = off", 0, NULL, &e) ||
-	    !db_run(r->conn, "SET enable_seqscan = off", 0, NULL, &e) ||
-	    !db_run(r->conn, "SET enable_bitmapscan = off", 0, NULL, &e) ||
-	    !db_run(r->conn, "SET enable_sort = off", 0, NULL, &e))
+	if (!db_run(p->conn, "SET jit = off", 0, NULL, &e) ||
+	    !db_run(p->conn, "SET enable_seqscan = off", 0, NULL, &e) ||
+	    !db_run(p->conn, "SET enable_bitmapscan = off", 0, NULL, &e) ||
+	    !db_run(p->conn, "SET enable_sort = off", 0, NULL, &e))
 		goto fail;
 	for (size_t i = 0; i < sizeof relay_statements / sizeof relay_statements[0]; i++)
-		if (!db_prepare(r->conn, relay_statements[i].name, relay_statements[i].sql,
+		if (!db_prepare(p->conn, relay_statements[i].name, relay_statements[i].sql,
 				relay_statements[i].nparams, &e))
 			goto fail;
-	if (r->cfg->relay_notify && !db_run(r->conn, "LISTEN outboxd_outbox", 0, NULL, &e))
+	if (first && r->cfg->relay_notify && !db_run(p->conn, "LISTEN outboxd_outbox", 0, NULL, &e))
 		goto fail;
-	r->notified = true; /* anything may have happened while we were away */
+	if (first)
+		r->notified = true; /* anything may have happened while we were away */
 	return true;
 fail:
 	log_warn("database set-up failed: %s", e.msg);
-	PQfinish(r->conn);
-	r->conn = NULL;
+	PQfinish(p->conn);
+	p->conn = NULL;
 	return false;
 }
 
@@ -349,11 +382,11 @@ static bool relay_take_notifies(struct relay *r, bool consume, bool *alive)
 	bool any = false;
 
 	*alive = true;
-	if (consume && PQconsumeInput(r->conn) == 0) {
+	if (consume && PQconsumeInput(r->lane[0].conn) == 0) {
 		*alive = false;
 		return false;
 	}
-	while ((nt = PQnotifies(r->conn)) != NULL) {
+	while ((nt = PQnotifies(r->lane[0].conn)) != NULL) {
 		any = true;
 		PQfreemem(nt);
 	}
@@ -363,9 +396,10 @@ static bool relay_take_notifies(struct relay *r, bool consume, bool *alive)
 /* The counters row, about once a second (only between passes). */
 static void relay_counters_flush(struct relay *r)
 {
-	if (r->conn == NULL || PQtransactionStatus(r->conn) != PQTRANS_IDLE)
+	if (r->lane[0].conn == NULL || r->lane[0].busy ||
+	    PQtransactionStatus(r->lane[0].conn) != PQTRANS_IDLE)
 		return;
-	publish_counters_save(r->conn, r->id, r->host, r->mode, r->started_us, &r->ctr,
+	publish_counters_save(r->lane[0].conn, r->id, r->host, r->mode, r->started_us, &r->ctr,
 			      cluster_seen(&r->cluster), cluster_mismatch(&r->cluster));
 	r->counters_ms = util_mono_ms();
 }
@@ -393,12 +427,12 @@ static int relay_cmp_mins(const void *a, const void *b)
 /* Decide which claimed rows to publish: for each aggregate the run of
  * consecutive seqs starting at its oldest unsent seq (from the re-check).
  * Sets row->group and row->publish; returns the number of groups. */
-static int relay_choose(struct relay *r, int n, const struct agg_min *mins, int nmins)
+static int relay_choose(struct pass *p, int n, const struct agg_min *mins, int nmins)
 {
 	int groups = 0;
 
 	for (int k = 0; k < n;) {
-		const struct publish_row *first = &r->rows[r->order[k]];
+		const struct publish_row *first = &p->rows[p->order[k]];
 		struct agg_min key = { first->aggregate_id, 0 };
 		const struct agg_min *m = bsearch(&key, mins, (size_t)nmins, sizeof *mins,
 						  relay_cmp_mins);
@@ -406,8 +440,8 @@ static int relay_choose(struct relay *r, int n, const struct agg_min *mins, int 
 		bool run = m != NULL;
 		int g = groups++;
 
-		while (k < n && strcmp(r->rows[r->order[k]].aggregate_id, first->aggregate_id) == 0) {
-			struct publish_row *row = &r->rows[r->order[k]];
+		while (k < n && strcmp(p->rows[p->order[k]].aggregate_id, first->aggregate_id) == 0) {
+			struct publish_row *row = &p->rows[p->order[k]];
 
 			row->group = g;
 			if (run && row->seq == expect) {
@@ -430,30 +464,28 @@ static int relay_choose(struct relay *r, int n, const struct agg_min *mins, int 
 
 #define PASS_NEXT (-1) /* a stage's "go on"; never a pass's result */
 
-/* What the stages of one pass hand each other. */
-struct pass {
-	char id[64];                /* relay.pid.pass, for the log and the publish log */
-	PGresult *claim;            /* the rows' strings point into it */
-	int n;                      /* rows claimed */
-	int enq, acked, failed;     /* publish */
-	int marked, unmarked, refused, transient; /* mark */
-	int64_t left;               /* lowest id claimed and not marked */
-	int64_t claimed_us;         /* wall clock of the claim, for the publish log */
-	int64_t t0, t_claim, t_kafka, t_mark;
-	char first_err[256], first_refused[256];
-	struct db_err e;            /* why a statement failed */
-};
+
+/* The pass is over without its commit: what is in flight on its
+ * connection is taken, its transaction rolled back (nothing is marked). */
+static void pass_end(struct pass *p)
+{
+	if (p->marking)
+		(void)db_collect(p->conn, NULL);
+	p->marking = false;
+	db_rollback(p->conn);
+	p->busy = false;
+}
 
 /* A statement failed: roll back (when the connection still works) and say
  * so. PASS_DB_LOST when the connection is gone, else PASS_RETRY. */
-static enum pass_result pass_db_fail(struct relay *r, const struct pass *p)
+static enum pass_result pass_db_fail(struct pass *p)
 {
-	if (db_lost(r->conn)) {
+	pass_end(p);
+	if (db_lost(p->conn)) {
 		log_warn("pass %s: database connection lost: %s", p->id, p->e.msg);
 		return PASS_DB_LOST;
 	}
 	log_warn("pass %s: %s; rolled back", p->id, p->e.msg);
-	db_rollback(r->conn);
 	return PASS_RETRY;
 }
 
@@ -464,7 +496,7 @@ static int pass_cluster_before(struct relay *r, struct pass *p)
 {
 	char err[1024];
 
-	switch (cluster_check(&r->cluster, r->conn, r->pub.rk, RELAY_CLUSTER_BEFORE_MS, err,
+	switch (cluster_check(&r->cluster, p->conn, r->pub.rk, RELAY_CLUSTER_BEFORE_MS, err,
 			      sizeof err)) {
 	case CLUSTER_OK:
 		return PASS_NEXT;
@@ -475,39 +507,39 @@ static int pass_cluster_before(struct relay *r, struct pass *p)
 	case CLUSTER_UNKNOWN:
 		break;
 	}
-	if (db_lost(r->conn)) {
+	if (db_lost(p->conn)) {
 		snprintf(p->e.msg, sizeof p->e.msg, "%s", err);
-		return pass_db_fail(r, p);
+		return pass_db_fail(p);
 	}
 	log_debug("pass %s: Kafka cluster id not checked before the batch: %s", p->id, err);
 	return PASS_NEXT;
 }
 
 /* Claim: BEGIN, then the oldest unsent rows (SQL_CLAIM: disjoint, each
- * aggregate locked), in id order from the cursor; r->order sorted by
+ * aggregate locked), in id order from the cursor; p->order sorted by
  * (aggregate_id, seq). PASS_IDLE (committed) when there are none. */
 static int pass_claim(struct relay *r, struct pass *p)
 {
 	char limit[16], bound[24], low[24];
 	const char *params[3] = { limit, bound, low };
 
-	if (!db_begin(r->conn, &p->e))
-		return pass_db_fail(r, p);
+	if (!db_begin(p->conn, &p->e))
+		return pass_db_fail(p);
 	snprintf(limit, sizeof limit, "%d", r->cfg->relay_batch_size);
 	snprintf(bound, sizeof bound, "%" PRId64, r->max_id);
 	if (r->low == 0)
 		r->rescan_ms = p->t0;
 	snprintf(low, sizeof low, "%" PRId64, r->low);
-	p->claim = db_query_prepared(r->conn, "relay_claim", 3, params, NULL, NULL,
+	p->claim = db_query_prepared(p->conn, "relay_claim", 3, params, NULL, NULL,
 				     PGRES_TUPLES_OK, &p->e);
 	p->claimed_us = util_now_us();
 	if (p->claim == NULL)
-		return pass_db_fail(r, p);
+		return pass_db_fail(p);
 	p->n = PQntuples(p->claim);
 	if (p->n == 0)
-		return db_commit(r->conn, &p->e) ? PASS_IDLE : pass_db_fail(r, p);
+		return db_commit(p->conn, &p->e) ? PASS_IDLE : pass_db_fail(p);
 	for (int i = 0; i < p->n; i++) {
-		struct publish_row *row = &r->rows[i];
+		struct publish_row *row = &p->rows[i];
 
 		memset(row, 0, sizeof *row);
 		row->id = strtoll(PQgetvalue(p->claim, i, 0), NULL, 10);
@@ -520,10 +552,10 @@ static int pass_claim(struct relay *r, struct pass *p)
 		row->payload_len = (size_t)PQgetlength(p->claim, i, 6);
 		row->partition = -1;
 		row->offset = -1;
-		r->order[i] = i;
+		p->order[i] = i;
 	}
-	sort_rows = r->rows;
-	qsort(r->order, (size_t)p->n, sizeof *r->order, relay_cmp_rows);
+	sort_rows = p->rows;
+	qsort(p->order, (size_t)p->n, sizeof *p->order, relay_cmp_rows);
 	return PASS_NEXT;
 }
 
@@ -536,58 +568,67 @@ static int pass_recheck(struct relay *r, struct pass *p)
 	PGresult *res;
 	int nmins = 0;
 
-	db_array_clear(&r->aggs);
+	db_array_clear(&p->aggs);
 	for (int k = 0; k < p->n; k++)
-		if (k == 0 || strcmp(r->rows[r->order[k]].aggregate_id,
-				     r->rows[r->order[k - 1]].aggregate_id) != 0)
-			db_array_add(&r->aggs, r->rows[r->order[k]].aggregate_id);
-	if ((params[0] = db_array_text(&r->aggs)) == NULL) {
+		if (k == 0 || strcmp(p->rows[p->order[k]].aggregate_id,
+				     p->rows[p->order[k - 1]].aggregate_id) != 0)
+			db_array_add(&p->aggs, p->rows[p->order[k]].aggregate_id);
+	if ((params[0] = db_array_text(&p->aggs)) == NULL) {
 		snprintf(p->e.msg, sizeof p->e.msg, "out of memory");
-		return pass_db_fail(r, p);
+		return pass_db_fail(p);
 	}
-	res = db_query_prepared(r->conn, "relay_recheck", 1, params, NULL, NULL, PGRES_TUPLES_OK,
+	res = db_query_prepared(p->conn, "relay_recheck", 1, params, NULL, NULL, PGRES_TUPLES_OK,
 				&p->e);
 	if (res == NULL)
-		return pass_db_fail(r, p);
+		return pass_db_fail(p);
 	for (int i = 0; i < PQntuples(res) && nmins < r->cap; i++) {
 		if (PQgetisnull(res, i, 1))
 			continue; /* nothing unsent: cannot happen while we hold its rows */
-		r->mins[nmins].aggregate_id = PQgetvalue(res, i, 0);
-		r->mins[nmins].min_seq = strtoll(PQgetvalue(res, i, 1), NULL, 10);
+		p->mins[nmins].aggregate_id = PQgetvalue(res, i, 0);
+		p->mins[nmins].min_seq = strtoll(PQgetvalue(res, i, 1), NULL, 10);
 		nmins++;
 	}
-	qsort(r->mins, (size_t)nmins, sizeof *r->mins, relay_cmp_mins);
-	relay_choose(r, p->n, r->mins, nmins);
+	qsort(p->mins, (size_t)nmins, sizeof *p->mins, relay_cmp_mins);
+	relay_choose(p, p->n, p->mins, nmins);
 	PQclear(res);
 	p->t_claim = util_mono_ms();
 	crash_point("relay.after_claim");
 	return PASS_NEXT;
 }
 
-/* Publish, then wait for every report. The stop flag does not cut this
+/* Publish: hand the chosen rows to the producer; the pass is in flight
+ * (busy) until pass_commit or a rollback ends it. */
+static int pass_send(struct relay *r, struct pass *p)
+{
+	p->enq = publish_send(&r->pub, p->rows, p->n);
+	r->ctr.published += p->enq;
+	p->busy = true;
+	return PASS_NEXT;
+}
+
+/* Wait for every report of the pass. The stop flag does not cut this
  * short: on SIGTERM the in-flight batch finishes first. Reports missing or
  * a fatal producer error: nothing of the pass is trusted (librdkafka 2.0.2
  * can raise a spurious fatal idempotence error after "possibly
  * persisted"), so it rolls back and the producer is re-created. */
-static int pass_publish(struct relay *r, struct pass *p)
+static int pass_reports(struct relay *r, struct pass *p)
 {
 	const struct conf *c = r->cfg;
 	char err[1024];
 
-	p->enq = publish_send(&r->pub, r->rows, p->n);
-	r->ctr.published += p->enq;
-	if (!publish_wait(&r->pub, (long)c->kafka_delivery_timeout_ms + RELAY_REPORT_MARGIN_MS)) {
+	if (!publish_wait_rows(&r->pub, p->rows, p->n,
+			       (long)c->kafka_delivery_timeout_ms + RELAY_REPORT_MARGIN_MS)) {
 		log_error("pass %s: %d delivery reports still missing after %d ms; "
 			  "rolling back and re-creating the producer",
 			  p->id, publish_outstanding(),
 			  c->kafka_delivery_timeout_ms + RELAY_REPORT_MARGIN_MS);
-		db_rollback(r->conn);
+		pass_end(p);
 		return PASS_PRODUCER;
 	}
 	for (int i = 0; i < p->n; i++) {
-		if (!r->rows[i].enqueued)
+		if (!p->rows[i].enqueued)
 			continue;
-		if (r->rows[i].err == RD_KAFKA_RESP_ERR_NO_ERROR)
+		if (p->rows[i].err == RD_KAFKA_RESP_ERR_NO_ERROR)
 			p->acked++;
 		else
 			p->failed++;
@@ -597,14 +638,14 @@ static int pass_publish(struct relay *r, struct pass *p)
 	if (kafka_take_fatal(err, sizeof err)) {
 		log_error("pass %s: fatal producer error (%s); rolled back, re-creating the producer",
 			  p->id, err);
-		db_rollback(r->conn);
+		pass_end(p);
 		return PASS_PRODUCER;
 	}
 	p->t_kafka = util_mono_ms();
 	/* The log line goes out before the crash point, so a pass that dies
 	 * after the broker's acknowledgement still shows what it published. */
 	if (r->log_fd >= 0 &&
-	    !publish_log_write(r->log_fd, r->id, p->id, r->rows, p->n, p->claimed_us))
+	    !publish_log_write(r->log_fd, r->id, p->id, p->rows, p->n, p->claimed_us))
 		log_warn("publish log %s: write failed: %s", c->relay_publish_log, strerror(errno));
 	crash_point("relay.after_publish");
 	return PASS_NEXT;
@@ -617,14 +658,14 @@ static int pass_publish(struct relay *r, struct pass *p)
  * error) are left alone. A row Kafka refused for good
  * (publish_err_permanent) also gets refused_at, so the next claims skip
  * its aggregate (point 5); it does not make the pass back off. */
-static bool pass_decide(struct relay *r, struct pass *p)
+static bool pass_decide(struct pass *p)
 {
-	db_array_clear(&r->sent);
-	db_array_clear(&r->failed_ids);
-	db_array_clear(&r->failed_why);
-	db_array_clear(&r->failed_refused);
+	db_array_clear(&p->sent);
+	db_array_clear(&p->failed_ids);
+	db_array_clear(&p->failed_why);
+	db_array_clear(&p->failed_refused);
 	for (int k = 0, group = -1, broken = 0; k < p->n; k++) {
-		struct publish_row *row = &r->rows[r->order[k]];
+		struct publish_row *row = &p->rows[p->order[k]];
 		bool permanent = publish_err_permanent(row->err);
 		char why[300];
 
@@ -633,7 +674,7 @@ static bool pass_decide(struct relay *r, struct pass *p)
 			broken = 0; /* 1: after a transient failure, 2: after a refusal */
 		}
 		if (!broken && row->enqueued && row->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
-			db_array_add_int(&r->sent, row->id);
+			db_array_add_int(&p->sent, row->id);
 			row->marked = true;
 			p->marked++;
 			continue;
@@ -667,35 +708,37 @@ static bool pass_decide(struct relay *r, struct pass *p)
 					 rd_kafka_err2name(row->err));
 			broken = 1;
 		}
-		db_array_add_int(&r->failed_ids, row->id);
-		db_array_add(&r->failed_why, why);
-		db_array_add(&r->failed_refused, permanent ? "t" : "f");
+		db_array_add_int(&p->failed_ids, row->id);
+		db_array_add(&p->failed_why, why);
+		db_array_add(&p->failed_refused, permanent ? "t" : "f");
 		p->unmarked++;
 	}
-	return !r->sent.failed && !r->failed_ids.failed && !r->failed_why.failed &&
-	       !r->failed_refused.failed;
+	return !p->sent.failed && !p->failed_ids.failed && !p->failed_why.failed &&
+	       !p->failed_refused.failed;
 }
 
 /* Mark: after the reports, before marking, were they the recorded
  * cluster's? (The batch may have gone to a broker swapped in since the
  * check before the claim.) Anything but a plain yes marks nothing: the
- * pass rolls back and the rows go out again. Then the marks. */
-static int pass_mark(struct relay *r, struct pass *p)
+ * pass rolls back and the rows go out again. Then the mark UPDATE is sent,
+ * not waited for: relay_pass claims the next batch on the other lane
+ * meanwhile, and pass_mark_end collects it. */
+static int pass_mark_send(struct relay *r, struct pass *p)
 {
 	const char *params[3];
 	enum cluster_verdict v;
 	char err[1024];
 
-	if (!pass_decide(r, p)) {
+	if (!pass_decide(p)) {
 		snprintf(p->e.msg, sizeof p->e.msg, "out of memory");
-		return pass_db_fail(r, p);
+		return pass_db_fail(p);
 	}
 	if (p->marked > 0) {
-		v = cluster_check(&r->cluster, r->conn, r->pub.rk, RELAY_CLUSTER_AFTER_MS, err,
+		v = cluster_check(&r->cluster, p->conn, r->pub.rk, RELAY_CLUSTER_AFTER_MS, err,
 				  sizeof err);
-		if (v == CLUSTER_UNKNOWN && db_lost(r->conn)) {
+		if (v == CLUSTER_UNKNOWN && db_lost(p->conn)) {
 			snprintf(p->e.msg, sizeof p->e.msg, "%s", err);
-			return pass_db_fail(r, p);
+			return pass_db_fail(p);
 		}
 		if (v != CLUSTER_OK) {
 			if (v == CLUSTER_UNKNOWN)
@@ -707,20 +750,34 @@ static int pass_mark(struct relay *r, struct pass *p)
 					  "the recorded Kafka cluster %s: not marked sent, rolled back; "
 					  "they go out again to the recorded cluster", p->id, p->marked,
 					  r->cluster.rec.id);
-			db_rollback(r->conn);
+			pass_end(p);
 			return v == CLUSTER_UNKNOWN ? PASS_RETRY :
 			       v == CLUSTER_BACK ? PASS_CLUSTER_BACK : PASS_CLUSTER;
 		}
-		params[0] = db_array_text(&r->sent);
-		if (!db_run_prepared(r->conn, "relay_mark_sent", 1, params, &p->e))
-			return pass_db_fail(r, p);
+		params[0] = db_array_text(&p->sent);
+		if (!db_send_run(p->conn, SQL_MARK_SENT, 1, params, &p->e))
+			return pass_db_fail(p);
+		p->marking = true;
+	}
+	return PASS_NEXT;
+}
+
+/* The mark UPDATE's outcome, then the failed attempts recorded. */
+static int pass_mark_end(struct pass *p)
+{
+	const char *params[3];
+
+	if (p->marking) {
+		p->marking = false;
+		if (!db_collect(p->conn, &p->e))
+			return pass_db_fail(p);
 	}
 	if (p->unmarked > 0) {
-		params[0] = db_array_text(&r->failed_ids);
-		params[1] = db_array_text(&r->failed_why);
-		params[2] = db_array_text(&r->failed_refused);
-		if (!db_run_prepared(r->conn, "relay_mark_failed", 3, params, &p->e))
-			return pass_db_fail(r, p);
+		params[0] = db_array_text(&p->failed_ids);
+		params[1] = db_array_text(&p->failed_why);
+		params[2] = db_array_text(&p->failed_refused);
+		if (!db_run_prepared(p->conn, "relay_mark_failed", 3, params, &p->e))
+			return pass_db_fail(p);
 	}
 	p->t_mark = util_mono_ms();
 	crash_point("relay.after_mark");
@@ -733,11 +790,12 @@ static int pass_commit(struct relay *r, struct pass *p)
 {
 	enum pass_result out;
 
-	if (!db_commit(r->conn, &p->e))
-		return pass_db_fail(r, p);
+	if (!db_commit(p->conn, &p->e))
+		return pass_db_fail(p);
+	p->busy = false;
 	for (int i = 0; r->marked != NULL && i < p->n; i++)
-		if (r->rows[i].marked)
-			poll_marked_add(r->marked, r->rows[i].id);
+		if (p->rows[i].marked)
+			poll_marked_add(r->marked, p->rows[i].id);
 	r->ctr.passes++;
 	r->ctr.marked += p->marked;
 	if (p->refused > 0)
@@ -756,7 +814,7 @@ static int pass_commit(struct relay *r, struct pass *p)
 	/* Rows are in id order: the next full pass starts at the lowest one
 	 * left unsent, else past the last one (the cursor, at the top). */
 	if (out == PASS_FULL)
-		r->low = p->left != INT64_MAX ? p->left : r->rows[p->n - 1].id + 1;
+		r->low = p->left != INT64_MAX ? p->left : p->rows[p->n - 1].id + 1;
 	log_debug("pass %s: claimed %d, published %d, acked %d, failed %d, marked %d in %" PRId64
 		  " ms (claim %" PRId64 ", kafka %" PRId64 ", mark %" PRId64 ", commit %" PRId64 ")",
 		  p->id, p->n, p->enq, p->acked, p->failed, p->marked, util_mono_ms() - p->t0,
@@ -765,27 +823,90 @@ static int pass_commit(struct relay *r, struct pass *p)
 	return out;
 }
 
-/* One pass: the stages above in order. Returns what happened (enum
- * pass_result); never leaves a transaction open. */
-static enum pass_result relay_pass(struct relay *r)
+/* Start a pass on lane p: claim, re-check, publish. PASS_NEXT: it is in
+ * flight (busy); anything else: it is over (nothing claimed, or failed). */
+static int pass_start(struct relay *r, struct pass *p)
 {
-	struct pass p;
 	int out;
 
-	memset(&p, 0, sizeof p);
-	p.left = INT64_MAX;
-	p.t0 = util_mono_ms();
+	PQclear(p->claim);
+	memset(p, 0, offsetof(struct pass, conn));
+	p->left = INT64_MAX;
+	p->t0 = util_mono_ms();
 	r->pass_no++;
-	snprintf(p.id, sizeof p.id, "%d.%d.%" PRId64, r->id, (int)getpid(), r->pass_no);
-	if ((out = pass_cluster_before(r, &p)) == PASS_NEXT &&
-	    (out = pass_claim(r, &p)) == PASS_NEXT &&
-	    (out = pass_recheck(r, &p)) == PASS_NEXT &&
-	    (out = pass_publish(r, &p)) == PASS_NEXT &&
-	    (out = pass_mark(r, &p)) == PASS_NEXT)
-		out = pass_commit(r, &p);
+	snprintf(p->id, sizeof p->id, "%d.%d.%" PRId64, r->id, (int)getpid(), r->pass_no);
+	if ((out = pass_cluster_before(r, p)) == PASS_NEXT &&
+	    (out = pass_claim(r, p)) == PASS_NEXT &&
+	    (out = pass_recheck(r, p)) == PASS_NEXT)
+		out = pass_send(r, p);
+	return out;
+}
+
+/* A pass that is not going to be marked (the other lane's failed): its
+ * reports are taken first when the producer stays (so none arrives for a
+ * later batch in these slots), then it rolls back. */
+static void pass_abandon(struct relay *r, struct pass *p, bool producer_stays)
+{
+	if (!producer_stays || !publish_wait_rows(&r->pub, p->rows, p->n,
+						  (long)r->cfg->kafka_delivery_timeout_ms +
+						  RELAY_REPORT_MARGIN_MS))
+		for (int i = 0; i < p->n; i++)
+			p->rows[i].pending = false; /* the producer goes: no report comes */
+	pass_end(p);
+	log_info("pass %s: rolled back unmarked (the pass before it failed); its rows go out "
+		 "again", p->id);
+}
+
+static bool pass_result_ok(int out)
+{
+	return out == PASS_IDLE || out == PASS_OK || out == PASS_FULL || out == PASS_AGAIN;
+}
+
+/* One pass to its end. The lanes pipeline: while a full pass's mark UPDATE
+ * runs on its connection, the next pass claims, re-checks and publishes on
+ * the other lane's connection (so both backends work at once, and Kafka
+ * acknowledges one batch while the other is marked); the next call
+ * finishes that one. Two lanes are two transactions, exactly as two relays:
+ * their batches are disjoint and an aggregate's rows are in at most one of
+ * them (the advisory lock, point 1), so every proof above holds for each.
+ * Returns what happened (enum pass_result); a failure leaves no transaction
+ * open on either lane. */
+static enum pass_result relay_pass(struct relay *r)
+{
+	struct pass *p = &r->lane[r->cur], *o = &r->lane[!r->cur];
+	int out, next = PASS_IDLE;
+
+	if (!p->busy && (out = pass_start(r, p)) != PASS_NEXT)
+		goto done;
+	if ((out = pass_reports(r, p)) == PASS_NEXT && (out = pass_mark_send(r, p)) == PASS_NEXT) {
+		if (p->n >= r->cfg->relay_batch_size && !*r->stop &&
+		    (o->conn != NULL || relay_db_open(r, o)) &&
+		    (next = pass_start(r, o)) == PASS_NEXT)
+			o->overlapped = true;
+		if ((out = pass_mark_end(p)) == PASS_NEXT)
+			out = pass_commit(r, p);
+	}
+	PQclear(p->claim);
+	p->claim = NULL;
+	if (next == PASS_NEXT && !pass_result_ok(out))
+		pass_abandon(r, o, out == PASS_RETRY || out == PASS_DB_LOST);
+	if (o->busy)
+		r->cur = !r->cur; /* it finishes next */
+	if (next == PASS_DB_LOST) {
+		PQfinish(o->conn);
+		o->conn = NULL;
+	}
+	if (pass_result_ok(out) && next != PASS_NEXT && !pass_result_ok(next))
+		out = next; /* the other lane's start failed: the loop backs off */
+	if (out == PASS_OK && p->overlapped)
+		out = PASS_AGAIN; /* rows it skipped were the other lane's, not absent */
+done:
+	if (out == PASS_DB_LOST && p->conn != NULL && db_lost(p->conn)) {
+		PQfinish(p->conn);
+		p->conn = NULL;
+	}
 	if (out != PASS_FULL)
 		r->low = 0; /* caught up or in trouble: the next claim scans from id 0 */
-	PQclear(p.claim);
 	return (enum pass_result)out;
 }
 
@@ -821,8 +942,8 @@ static void relay_idle(struct relay *r, int64_t due_ms, int64_t hold_ms)
 	if (slice < 0)
 		slice = 0;
 	publish_poll(&r->pub);
-	if (r->conn != NULL && r->cfg->relay_notify) {
-		struct pollfd pfd = { .fd = PQsocket(r->conn), .events = POLLIN, .revents = 0 };
+	if (r->lane[0].conn != NULL && r->cfg->relay_notify) {
+		struct pollfd pfd = { .fd = PQsocket(r->lane[0].conn), .events = POLLIN, .revents = 0 };
 
 		if (relay_take_notifies(r, false, &alive))
 			r->notified = true;
@@ -834,8 +955,8 @@ static void relay_idle(struct relay *r, int64_t due_ms, int64_t hold_ms)
 		}
 		if (!alive) {
 			log_warn("database connection lost while idle");
-			PQfinish(r->conn);
-			r->conn = NULL;
+			PQfinish(r->lane[0].conn);
+			r->lane[0].conn = NULL;
 		}
 	} else if (slice > 0) {
 		util_sleep_ms(slice, r->stop);
@@ -845,18 +966,22 @@ static void relay_idle(struct relay *r, int64_t due_ms, int64_t hold_ms)
 static void relay_free(struct relay *r)
 {
 	publish_close(&r->pub);
-	if (r->conn != NULL)
-		PQfinish(r->conn);
+	for (int i = 0; i < 2; i++) {
+		struct pass *p = &r->lane[i];
+
+		if (p->conn != NULL)
+			PQfinish(p->conn);
+		free(p->rows);
+		free(p->order);
+		free(p->mins);
+		db_array_free(&p->aggs);
+		db_array_free(&p->sent);
+		db_array_free(&p->failed_ids);
+		db_array_free(&p->failed_why);
+		db_array_free(&p->failed_refused);
+	}
 	if (r->log_fd >= 0)
 		close(r->log_fd);
-	free(r->rows);
-	free(r->order);
-	free(r->mins);
-	db_array_free(&r->aggs);
-	db_array_free(&r->sent);
-	db_array_free(&r->failed_ids);
-	db_array_free(&r->failed_why);
-	db_array_free(&r->failed_refused);
 }
 
 /* The relay's loop. drain: return 0 as soon as the backlog is caught up
@@ -887,12 +1012,16 @@ static int poll_loop(const struct conf *c, int relay_id, volatile sig_atomic_t *
 	if (gethostname(r.host, sizeof r.host) != 0)
 		snprintf(r.host, sizeof r.host, "localhost");
 	r.host[sizeof r.host - 1] = '\0';
-	r.rows = calloc((size_t)r.cap, sizeof *r.rows);
-	r.order = calloc((size_t)r.cap, sizeof *r.order);
-	r.mins = calloc((size_t)r.cap, sizeof *r.mins);
-	if (r.rows == NULL || r.order == NULL || r.mins == NULL) {
-		log_error("out of memory for a batch of %d rows", r.cap);
-		goto out;
+	for (int i = 0; i < 2; i++) {
+		struct pass *p = &r.lane[i];
+
+		p->rows = calloc((size_t)r.cap, sizeof *p->rows);
+		p->order = calloc((size_t)r.cap, sizeof *p->order);
+		p->mins = calloc((size_t)r.cap, sizeof *p->mins);
+		if (p->rows == NULL || p->order == NULL || p->mins == NULL) {
+			log_error("out of memory for a batch of %d rows", r.cap);
+			goto out;
+		}
 	}
 	if (c->relay_publish_log[0] != '\0') {
 		r.log_fd = open(c->relay_publish_log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
@@ -921,8 +1050,8 @@ static int poll_loop(const struct conf *c, int relay_id, volatile sig_atomic_t *
 			*hup = 0;
 			log_info("SIGHUP received (configuration reload is not implemented yet)");
 		}
-		if (r.conn == NULL) {
-			if (!relay_db_open(&r)) {
+		if (r.lane[0].conn == NULL) {
+			if (!relay_db_open(&r, &r.lane[0])) {
 				if (*stop)
 					break;
 				util_sleep_ms(util_backoff_next(&backoff, RELAY_BACKOFF_BASE_MS,
@@ -965,6 +1094,7 @@ static int poll_loop(const struct conf *c, int relay_id, volatile sig_atomic_t *
 			due = now + c->relay_poll_interval_ms;
 			break;
 		case PASS_FULL:
+		case PASS_AGAIN:
 			backoff = 0;
 			due = now;
 			break;
@@ -973,9 +1103,7 @@ static int poll_loop(const struct conf *c, int relay_id, volatile sig_atomic_t *
 						       c->relay_backoff_max_ms);
 			due = hold;
 			break;
-		case PASS_DB_LOST:
-			PQfinish(r.conn);
-			r.conn = NULL;
+		case PASS_DB_LOST: /* relay_pass closed the lane's connection */
 			due = now;
 			break;
 		case PASS_CLUSTER_BACK:
@@ -993,13 +1121,16 @@ static int poll_loop(const struct conf *c, int relay_id, volatile sig_atomic_t *
 		}
 		/* Notifications that arrived during the pass are for rows it may
 		 * not have seen: go again as soon as allowed. */
-		if (r.conn != NULL && r.cfg->relay_notify) {
+		if (r.lane[0].conn != NULL && r.cfg->relay_notify) {
 			bool alive;
 
 			if (relay_take_notifies(&r, false, &alive))
 				r.notified = true;
 		}
 	}
+	/* Stopped: the pass in flight on the other lane finishes first. */
+	while (r.lane[r.cur].busy)
+		(void)relay_pass(&r);
 	rc = drain ? 1 : 0; /* a drain that was stopped did not finish */
 	relay_counters_flush(&r);
 	relay_summary(&r, true);

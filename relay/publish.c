@@ -112,6 +112,20 @@ bool publish_wait(struct publisher *p, long timeout_ms)
 	return true;
 }
 
+bool publish_wait_rows(struct publisher *p, const struct publish_row *rows, int n,
+		       long timeout_ms)
+{
+	int64_t deadline = util_mono_ms() + timeout_ms;
+
+	for (int i = 0; i < n; i++)
+		while (rows[i].pending) {
+			if (util_mono_ms() >= deadline)
+				return false;
+			rd_kafka_poll(p->rk, 100);
+		}
+	return true;
+}
+
 bool publish_err_permanent(rd_kafka_resp_err_t err)
 {
 	switch (err) {

@@ -62,6 +62,11 @@ int publish_send(struct publisher *p, struct publish_row *rows, int n);
  * flag deliberately does not shorten this wait. */
 bool publish_wait(struct publisher *p, long timeout_ms);
 
+/* publish_wait for the reports of rows[0..n-1] only (another batch may be
+ * in flight meanwhile). */
+bool publish_wait_rows(struct publisher *p, const struct publish_row *rows, int n,
+		       long timeout_ms);
+
 /* Whether err (an enqueue error or a delivery report's) means Kafka will
  * never accept this message as it is, whatever the retries: too large for
  * the producer's or the broker's message.max.bytes (MSG_SIZE_TOO_LARGE,
