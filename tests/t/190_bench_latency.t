@@ -47,6 +47,10 @@ for m in poll500 notify; do
 	is "$(wc -l <"$tmp/out/$m.cdf")" 200 "$m: one CDF line per measured event"
 	is "$(tail -n 1 "$tmp/out/$m.cdf" | awk '{print $2}')" "1.000000" "$m: the CDF ends at 1"
 	is "$(awk '{s += $2} END {print s}' "$tmp/out/$m.hist")" 200 "$m: the histogram holds every event"
+	is "$(wc -l <"$tmp/out/$m.sent.cdf")" 200 "$m: one commit-to-Kafka CDF line per measured event"
+	sp50=$(echo "$row" | cut -f14) sp99=$(echo "$row" | cut -f16) smax=$(echo "$row" | cut -f17)
+	ok $(awk -v a="$sp50" -v b="$sp99" -v c="$smax" 'BEGIN { exit !(a >= 0 && a <= b && b <= c) }'; echo $?) \
+		"$m: commit to Kafka 0 <= p50 <= p99 <= max ($sp50, $sp99, $smax)"
 	grep -q "^| $m | 200 | " "$tmp/out/latency.md"; ok $? "$m: its row in latency.md"
 	topic=$(sed -n 's/^topic = //p' "$tmp/out/$m.conf")
 	case "$topic" in bench.latency.$m.*) r=0 ;; *) r=1 ;; esac
