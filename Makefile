@@ -34,7 +34,7 @@ obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(patsubst $(BUILD)/%,%,$(1)))
 
 .PHONY: all debug asan deps check check-run check-sanitized unit unit-bins services demo chaos bench clean help
 .PHONY: bench-latency
-.PHONY: bench-cleanup bench-throughput
+.PHONY: bench-cleanup bench-throughput bench-compare
 all: $(addprefix $(BIN)/,$(PROGS))
 
 help:
@@ -44,6 +44,7 @@ help:
 	@echo "make chaos    the crash schedule alone (scripts/chaos --help for its options)"
 	@echo "make bench-cleanup  claim time as the outbox grows, cleanup on/off; writes during a drop"
 	@echo "make bench-throughput  drain rate of one relay and apply rate of one consumer, CPU, RSS"
+	@echo "make bench-compare  outboxd beside Debezium's outbox connector, one run, one table (scripts/bench-compare --help)"
 	@echo "make debug    ASan/UBSan build into build/debug and bin-debug/, unit tests under it"
 	@echo "make check-sanitized  unit tests and a fast integration subset under ASan/UBSan"
 	@echo "make bench    the benchmarks (never part of make check)"
@@ -137,6 +138,15 @@ bench-throughput: deps
 	@$(MAKE) --no-print-directory all
 	bash scripts/bench-throughput $(BENCH_THROUGHPUT_ARGS)
 bench: bench-throughput
+
+# outboxd beside Debezium's outbox connector on the same database and broker:
+# writer, drains, consumers, pipeline, latency, producer ceiling, CPU, RSS and
+# a perf profile, one table appended to docs/benchmarks.md (scripts/bench-compare
+# --help), e.g. make bench-compare BENCH_COMPARE_ARGS='--events 100000 --no-debezium'.
+bench-compare: deps
+	@$(MAKE) --no-print-directory all
+	bash scripts/bench-compare $(BENCH_COMPARE_ARGS)
+bench: bench-compare
 
 clean:
 	rm -rf build bin bin-debug

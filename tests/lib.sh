@@ -146,3 +146,29 @@ chaos_field() {
 			print defined $v ? $v : "missing";
 		}' "$2" "$3" <"$1"
 }
+
+# A benchmark script's test: $tmp (removed at exit unless KEEP is set) and $B,
+# the script.
+bench_setup() {   # TEST_NUMBER SCRIPT_NAME
+	tmp=$(mktemp -d "/tmp/outboxd-$1.XXXXXX")
+	trap '[ "${KEEP:-}" ] || rm -rf "$tmp"' EXIT
+	B="$ROOT/scripts/$2"
+}
+# A benchmark script's command line: bench_cli checks that --help exits 0 and
+# lists HELP_TEXT; bench_usage_error DESCRIPTION ARGS... that the script exits
+# 2 with one line starting with its name, run with --out NEVER_DIR (which a
+# usage error must not create).
+bench_cli() {   # SCRIPT HELP_TEXT NEVER_DIR
+	local out rc
+	BENCH_SCRIPT=$1 BENCH_NEVER=$3
+	out=$(bash "$1" --help 2>&1); rc=$?
+	is "$rc" 0 "--help exits 0"
+	echo "$out" | grep -q -- "$2"; ok $? "--help lists the options"
+}
+bench_usage_error() {   # DESCRIPTION ARGS...
+	local d=$1 err rc
+	shift
+	err=$(bash "$BENCH_SCRIPT" "$@" --out "$BENCH_NEVER" 2>&1 >/dev/null); rc=$?
+	is "$rc" 2 "$d: exit 2"
+	echo "$err" | grep -q "^$(basename "$BENCH_SCRIPT"): "; ok $? "$d: says so ($err)"
+}

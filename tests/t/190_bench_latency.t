@@ -5,27 +5,17 @@
 # written). The real run is make bench-latency.
 . "$(dirname "$0")/../lib.sh"
 
-tmp=$(mktemp -d /tmp/outboxd-160.XXXXXX)
-trap '[ "${KEEP:-}" ] || rm -rf "$tmp"' EXIT
-B="$ROOT/scripts/bench-latency"
+bench_setup 190 bench-latency
 
 # --- command line ----------------------------------------------------------
-out=$(bash "$B" --help 2>&1); rc=$?
-is "$rc" 0 "--help exits 0"
-echo "$out" | grep -q -- "--modes LIST"; ok $? "--help lists the options"
-usage_error() {   # DESCRIPTION ARGS...: exit 2 and one line saying what is wrong
-	local d=$1 err; shift
-	err=$(bash "$B" "$@" --out "$tmp/never" 2>&1 >/dev/null); rc=$?
-	is "$rc" 2 "$d: exit 2"
-	echo "$err" | grep -q "^bench-latency: "; ok $? "$d: says so ($err)"
-}
-usage_error "unknown flag" --frobnicate
-usage_error "unknown mode" --modes "poll500 turbo"
-usage_error "rate 0" --rate 0
-usage_error "rate not a number" --rate fast
-usage_error "events not a multiple of the order size" --rate 7 --seconds 1 --events-per-order 5
-usage_error "kafka property without a value" --kafka linger.ms
-usage_error "slot name with a quote" --slot "x'y"
+bench_cli "$B" "--modes LIST" "$tmp/never"
+bench_usage_error "unknown flag" --frobnicate
+bench_usage_error "unknown mode" --modes "poll500 turbo"
+bench_usage_error "rate 0" --rate 0
+bench_usage_error "rate not a number" --rate fast
+bench_usage_error "events not a multiple of the order size" --rate 7 --seconds 1 --events-per-order 5
+bench_usage_error "kafka property without a value" --kafka linger.ms
+bench_usage_error "slot name with a quote" --slot "x'y"
 ok $([ ! -e "$tmp/never" ]; echo $?) "a usage error runs nothing (no output folder)"
 
 # --- a tiny run: two modes, 1 s of warm-up, 200 events measured each ---------
@@ -47,6 +37,10 @@ for m in poll500 notify; do
 	is "$(wc -l <"$tmp/out/$m.cdf")" 200 "$m: one CDF line per measured event"
 	is "$(tail -n 1 "$tmp/out/$m.cdf" | awk '{print $2}')" "1.000000" "$m: the CDF ends at 1"
 	is "$(awk '{s += $2} END {print s}' "$tmp/out/$m.hist")" 200 "$m: the histogram holds every event"
+	is "$(wc -l <"$tmp/out/$m.sent.cdf")" 200 "$m: one commit-to-Kafka CDF line per measured event"
+	sp50=$(echo "$row" | cut -f14) sp99=$(echo "$row" | cut -f16) smax=$(echo "$row" | cut -f17)
+	ok $(awk -v a="$sp50" -v b="$sp99" -v c="$smax" 'BEGIN { exit !(a >= 0 && a <= b && b <= c) }'; echo $?) \
+		"$m: commit to Kafka 0 <= p50 <= p99 <= max ($sp50, $sp99, $smax)"
 	grep -q "^| $m | 200 | " "$tmp/out/latency.md"; ok $? "$m: its row in latency.md"
 	topic=$(sed -n 's/^topic = //p' "$tmp/out/$m.conf")
 	case "$topic" in bench.latency.$m.*) r=0 ;; *) r=1 ;; esac
