@@ -12,6 +12,7 @@
 #include <jansson.h>
 #include <limits.h>
 #include <libpq-fe.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -205,6 +206,7 @@ enum { B_EID, B_AGG, B_SEQ, B_TYPE, B_PART, B_OFF, B_STATUS, B_TOTAL, B_NARR };
 struct apply {
 	PGconn *conn;
 	char *conninfo;
+	char appname[32]; /* application_name: outbox-consumer-<id> */
 	int consumer_id;
 	char consumer_id_s[16];
 	struct audit *audit;
@@ -413,6 +415,7 @@ struct apply *apply_new(const char *conninfo, int consumer_id, struct audit *aud
 		return NULL;
 	}
 	a->consumer_id = consumer_id;
+	snprintf(a->appname, sizeof a->appname, "outbox-consumer-%d", consumer_id);
 	snprintf(a->consumer_id_s, sizeof a->consumer_id_s, "%d", consumer_id);
 	a->audit = audit;
 	a->async_commit = async_commit;
@@ -439,14 +442,17 @@ bool apply_lost(const struct apply *a)
 }
 
 /* Errors worth retrying the same message for: the connection, serialization
- * and deadlock failures, shutdowns and resource shortages. */
-static bool transient(PGconn *conn, const char *state)
+ * and deadlock failures, shutdowns and resource shortages (and a failure
+ * with no SQLSTATE: the client's side, out of memory). */
+static bool transient(PGconn *conn, const struct db_err *e)
 {
+	const char *state = e->sqlstate;
+
 	if (db_lost(conn) || state[0] == '\0')
 		return true;
 	return strncmp(state, "08", 2) == 0 || strncmp(state, "40", 2) == 0 ||
 	       strncmp(state, "53", 2) == 0 || strncmp(state, "57P", 3) == 0 ||
-	       strncmp(state, "58", 2) == 0 || strcmp(state, "55P03") == 0;
+	       strncmp(state, "58", 2) == 0 || strcmp(state, DB_LOCK_NOT_AVAILABLE) == 0;
 }
 
 /* Errors that refuse this message rather than say the sink is broken: an
@@ -455,117 +461,87 @@ static bool transient(PGconn *conn, const char *state)
  * the dead-letter queue. Anything else that is not transient (an undefined
  * table, a privilege, a syntax error) is the sink's fault and would refuse
  * every message alike: never a reason to dead-letter. */
-static bool rejected(const char *state)
+static bool rejected(const struct db_err *e)
 {
 	static const char *const classes[] = { "23", "P0", "09", "27", "2F", "38", "39", "44" };
 
 	for (size_t i = 0; i < sizeof classes / sizeof classes[0]; i++)
-		if (strncmp(state, classes[i], 2) == 0)
+		if (strncmp(e->sqlstate, classes[i], 2) == 0)
 			return true;
 	return false;
 }
 
-static bool prepare_all(struct apply *a, char *err, size_t errlen, const char **state)
+/* The database refused the message's own data (bad UTF-8, say). */
+static bool data_refused(const struct db_err *e)
 {
-	char sql[64];
+	return strncmp(e->sqlstate, DB_CLASS_DATA_EXCEPTION, 2) == 0;
+}
 
-	snprintf(sql, sizeof sql, "SET application_name = 'outbox-consumer-%d'", a->consumer_id);
-	*state = "";
-	if (!db_exec(a->conn, sql, err, errlen))
-		return false;
+/* Fill e for a failure of our own (out of memory, a row that should be
+ * there): no SQLSTATE, so transient() retries it as a client-side one. */
+static void own_err(struct db_err *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void own_err(struct db_err *e, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(e->msg, sizeof e->msg, fmt, ap);
+	va_end(ap);
+	e->sqlstate[0] = '\0';
+	e->lost = false;
+}
+
+/* The session's settings, then every statement prepared. False with e. */
+static bool prepare_all(struct apply *a, struct db_err *e)
+{
 	/* No JIT: the batch statements cross jit_above_cost, and compiling
 	 * them costs more than running them. */
-	if (!db_exec(a->conn, "SET jit = off", err, errlen))
+	if (!db_run(a->conn, "SET jit = off", 0, NULL, e))
 		return false;
-	if (a->async_commit && !db_exec(a->conn, "SET synchronous_commit = off", err, errlen))
+	if (a->async_commit && !db_run(a->conn, "SET synchronous_commit = off", 0, NULL, e))
 		return false;
-	for (size_t i = 0; i < sizeof statements / sizeof statements[0]; i++) {
-		PGresult *res = PQprepare(a->conn, statements[i].name, statements[i].sql, 0, NULL);
-		bool ok = PQresultStatus(res) == PGRES_COMMAND_OK;
-
-		if (!ok) {
-			static char st[6];
-
-			db_error(a->conn, res, err, errlen);
-			snprintf(st, sizeof st, "%s", db_sqlstate(res));
-			*state = st;
-		}
-		PQclear(res);
-		if (!ok)
+	for (size_t i = 0; i < sizeof statements / sizeof statements[0]; i++)
+		if (!db_prepare(a->conn, statements[i].name, statements[i].sql, 0, e))
 			return false;
-	}
 	return true;
 }
 
 bool apply_connect(struct apply *a, volatile sig_atomic_t *stop)
 {
+	const struct db_conn_opts o = { .appname = a->appname };
 	long backoff = 0;
 
 	for (;;) {
-		char err[512];
-		const char *state;
+		struct db_err e;
 
 		PQfinish(a->conn);
-		a->conn = db_connect_retry(a->conninfo, "sink database", stop);
+		a->conn = db_open_retry(a->conninfo, &o, "sink database", stop);
 		if (a->conn == NULL)
 			return false;
-		if (prepare_all(a, err, sizeof err, &state))
+		if (prepare_all(a, &e))
 			return true;
 		/* A sink schema that is not there yet (migrate still running) or a
 		 * lost connection: keep trying; the caller's stop ends it. */
 		log_warn("sink database: preparing statements failed (SQLSTATE %s): %s",
-			 state[0] ? state : "none", err);
+			 e.sqlstate[0] ? e.sqlstate : "none", e.msg);
 		util_sleep_ms(util_backoff_next(&backoff, 200, 5000), stop);
 		if (*stop)
 			return false;
 	}
 }
 
-/* Run a prepared statement with parameters in text format, or as lengths
- * and formats say (NULL: all text); NULL (result cleared, message in err,
- * SQLSTATE copied to state) unless it returned want. */
-static PGresult *run_params(struct apply *a, const char *name, int n, const char *const *params,
-			    const int *lengths, const int *formats, ExecStatusType want,
-			    char state[6], char *err, size_t errlen)
-{
-	PGresult *res = PQexecPrepared(a->conn, name, n, params, lengths, formats, 0);
-
-	if (PQresultStatus(res) == want)
-		return res;
-	db_error(a->conn, res, err, errlen);
-	snprintf(state, 6, "%s", db_sqlstate(res));
-	PQclear(res);
-	return NULL;
-}
-
+/* Run a prepared statement with text parameters: its result when it
+ * returned want (the caller clears it), else NULL with e. */
 static PGresult *run(struct apply *a, const char *name, int n, const char *const *params,
-		     ExecStatusType want, char state[6], char *err, size_t errlen)
+		     ExecStatusType want, struct db_err *e)
 {
-	return run_params(a, name, n, params, NULL, NULL, want, state, err, errlen);
+	return db_query_prepared(a->conn, name, n, params, NULL, NULL, want, e);
 }
 
-static void rollback(struct apply *a)
+/* A failure's message for the caller of the apply_* call. */
+static void err_out(const struct db_err *e, char *err, size_t errlen)
 {
-	if (!db_lost(a->conn)) {
-		PGresult *res = PQexec(a->conn, "ROLLBACK");
-
-		PQclear(res);
-	}
-}
-
-/* COMMIT; false with the message and SQLSTATE (the outcome is unknown if
- * the connection died: a retry finds the inbox row if it did commit). */
-static bool commit(struct apply *a, char state[6], char *err, size_t errlen)
-{
-	PGresult *res = PQexec(a->conn, "COMMIT");
-	bool ok = PQresultStatus(res) == PGRES_COMMAND_OK;
-
-	if (!ok) {
-		db_error(a->conn, res, err, errlen);
-		snprintf(state, 6, "%s", db_sqlstate(res));
-	}
-	PQclear(res);
-	return ok;
+	snprintf(err, errlen, "%s", e->msg);
 }
 
 static void write_audit(struct apply *a, const struct audit_line *l)
@@ -582,8 +558,9 @@ static enum apply_result audit_row(struct apply *a, const struct apply_msg *m, c
 				   int64_t expected, const char *detail, bool with_fields,
 				   char *err, size_t errlen)
 {
-	char exp_s[24], got_s[24], part_s[16], off_s[24], state[6] = "";
+	char exp_s[24], got_s[24], part_s[16], off_s[24];
 	const char *params[9];
+	struct db_err e;
 	PGresult *res;
 	struct audit_line l;
 	bool has_agg = with_fields && m->aggregate_id[0] != '\0';
@@ -602,13 +579,14 @@ static enum apply_result audit_row(struct apply *a, const struct apply_msg *m, c
 	params[6] = part_s;
 	params[7] = off_s;
 	params[8] = detail;
-	res = run(a, "c_audit", 9, params, PGRES_TUPLES_OK, state, err, errlen);
+	res = run(a, "c_audit", 9, params, PGRES_TUPLES_OK, &e);
 	if (res == NULL) {
-		if (transient(a->conn, state))
+		err_out(&e, err, errlen);
+		if (transient(a->conn, &e))
 			return APPLY_RETRY;
 		/* A field the database refuses as text (bad UTF-8, say): record the
 		 * message by its position alone. */
-		if (strncmp(state, "22", 2) == 0 && with_fields)
+		if (data_refused(&e) && with_fields)
 			return audit_row(a, m, kind, expected, detail, false, err, errlen);
 		return APPLY_FAILED;
 	}
@@ -641,18 +619,21 @@ enum apply_result apply_poison(struct apply *a, const struct apply_msg *m, const
 static enum apply_result gap_row(struct apply *a, const struct apply_msg *m, int64_t expected,
 				 char *err, size_t errlen)
 {
-	char exp_s[24], got_s[24], part_s[16], off_s[24], state[6] = "";
+	char exp_s[24], got_s[24], part_s[16], off_s[24];
 	const char *params[7] = { m->aggregate_id, exp_s, got_s, m->event_id, a->consumer_id_s,
 				  part_s, off_s };
+	struct db_err e;
 	PGresult *res;
 
 	snprintf(exp_s, sizeof exp_s, "%" PRId64, expected);
 	snprintf(got_s, sizeof got_s, "%" PRId64, m->seq);
 	snprintf(part_s, sizeof part_s, "%" PRId32, m->partition);
 	snprintf(off_s, sizeof off_s, "%" PRId64, m->offset);
-	res = run(a, "c_gap", 7, params, PGRES_TUPLES_OK, state, err, errlen);
-	if (res == NULL)
-		return transient(a->conn, state) ? APPLY_RETRY : APPLY_FAILED;
+	res = run(a, "c_gap", 7, params, PGRES_TUPLES_OK, &e);
+	if (res == NULL) {
+		err_out(&e, err, errlen);
+		return transient(a->conn, &e) ? APPLY_RETRY : APPLY_FAILED;
+	}
 	if (PQntuples(res) == 1) {
 		struct audit_line l = {
 			.detected_at = PQgetvalue(res, 0, 0), .kind = "gap",
@@ -669,7 +650,7 @@ static enum apply_result gap_row(struct apply *a, const struct apply_msg *m, int
 
 /* Hold a gap's event instead of its inbox row (same transaction). */
 static bool hold(struct apply *a, const struct apply_msg *m, const char *const v[4],
-		 char state[6], char *err, size_t errlen)
+		 struct db_err *e)
 {
 	const char *p_eid[1] = { m->event_id };
 	const char *params[10] = {
@@ -677,12 +658,12 @@ static bool hold(struct apply *a, const struct apply_msg *m, const char *const v
 		m->status[0] ? m->status : NULL, m->has_total ? v[3] : NULL,
 		m->topic, v[1], v[2], a->consumer_id_s,
 	};
-	PGresult *res = run(a, "c_inbox_undo", 1, p_eid, PGRES_COMMAND_OK, state, err, errlen);
+	PGresult *res = run(a, "c_inbox_undo", 1, p_eid, PGRES_COMMAND_OK, e);
 
 	if (res == NULL)
 		return false;
 	PQclear(res);
-	res = run(a, "c_hold", 10, params, PGRES_COMMAND_OK, state, err, errlen);
+	res = run(a, "c_hold", 10, params, PGRES_COMMAND_OK, e);
 	PQclear(res);
 	return res != NULL;
 }
@@ -691,7 +672,7 @@ static bool hold(struct apply *a, const struct apply_msg *m, const char *const v
  * events that follow it, in seq order, each with its inbox row. Their
  * healed-gap results go to *healed (*n of them; the caller clears them). */
 static bool drain_held(struct apply *a, const char *agg, int64_t next, PGresult ***healed,
-		       int *n, char state[6], char *err, size_t errlen)
+		       int *n, struct db_err *e)
 {
 	for (;;) {
 		char seq_s[24];
@@ -700,7 +681,7 @@ static bool drain_held(struct apply *a, const char *agg, int64_t next, PGresult 
 		bool fresh;
 
 		snprintf(seq_s, sizeof seq_s, "%" PRId64, next);
-		res = run(a, "c_held_next", 2, p, PGRES_TUPLES_OK, state, err, errlen);
+		res = run(a, "c_held_next", 2, p, PGRES_TUPLES_OK, e);
 		if (res == NULL)
 			return false;
 		if (PQntuples(res) == 0) {
@@ -710,7 +691,7 @@ static bool drain_held(struct apply *a, const char *agg, int64_t next, PGresult 
 		{
 			const char *p_eid[1] = { PQgetvalue(res, 0, 0) };
 
-			r = run(a, "c_inbox", 1, p_eid, PGRES_COMMAND_OK, state, err, errlen);
+			r = run(a, "c_inbox", 1, p_eid, PGRES_COMMAND_OK, e);
 		}
 		if (r == NULL) {
 			PQclear(res);
@@ -730,7 +711,7 @@ static bool drain_held(struct apply *a, const char *agg, int64_t next, PGresult 
 				PQgetisnull(res, 0, 3) ? NULL : PQgetvalue(res, 0, 3),
 			};
 
-			r = run(a, "c_apply", 9, params, PGRES_TUPLES_OK, state, err, errlen);
+			r = run(a, "c_apply", 9, params, PGRES_TUPLES_OK, e);
 		}
 		PQclear(res);
 		if (r == NULL)
@@ -738,7 +719,7 @@ static bool drain_held(struct apply *a, const char *agg, int64_t next, PGresult 
 		grown = realloc(*healed, (size_t)(*n + 1) * sizeof *grown);
 		if (grown == NULL) {
 			PQclear(r);
-			snprintf(err, errlen, "out of memory");
+			own_err(e, "out of memory");
 			return false;
 		}
 		*healed = grown;
@@ -776,9 +757,10 @@ int apply_held_applied(const struct apply *a)
 
 enum apply_result apply_event(struct apply *a, const struct apply_msg *m, char *err, size_t errlen)
 {
-	char seq_s[24], part_s[16], off_s[24], total_s[24], state[6] = "";
+	char seq_s[24], part_s[16], off_s[24], total_s[24];
 	const char *p_eid[1] = { m->event_id };
 	const char *p_agg[1] = { m->aggregate_id };
+	struct db_err e;
 	PGresult *res = NULL, *healed = NULL, **held = NULL;
 	bool quarantined, has_held;
 	int64_t last;
@@ -794,28 +776,23 @@ enum apply_result apply_event(struct apply *a, const struct apply_msg *m, char *
 	snprintf(off_s, sizeof off_s, "%" PRId64, m->offset);
 	snprintf(total_s, sizeof total_s, "%" PRId64, m->total_cents);
 
-	res = PQexec(a->conn, "BEGIN");
-	if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-		db_error(a->conn, res, err, errlen);
-		snprintf(state, sizeof state, "%s", db_sqlstate(res));
+	if (!db_begin(a->conn, &e))
 		goto fail;
-	}
-	PQclear(res);
 
-	res = run(a, "c_lock", 1, p_agg, PGRES_TUPLES_OK, state, err, errlen);
+	res = run(a, "c_lock", 1, p_agg, PGRES_TUPLES_OK, &e);
 	if (res == NULL)
 		goto fail;
 	if (PQntuples(res) == 0) {
 		PQclear(res);
-		res = run(a, "c_proj_new", 1, p_agg, PGRES_COMMAND_OK, state, err, errlen);
+		res = run(a, "c_proj_new", 1, p_agg, PGRES_COMMAND_OK, &e);
 		if (res == NULL)
 			goto fail;
 		PQclear(res);
-		res = run(a, "c_lock", 1, p_agg, PGRES_TUPLES_OK, state, err, errlen);
+		res = run(a, "c_lock", 1, p_agg, PGRES_TUPLES_OK, &e);
 		if (res == NULL)
 			goto fail;
 		if (PQntuples(res) != 1) {
-			snprintf(err, errlen, "projection row of %s vanished", m->aggregate_id);
+			own_err(&e, "projection row of %s vanished", m->aggregate_id);
 			goto fail;
 		}
 	}
@@ -827,7 +804,7 @@ enum apply_result apply_event(struct apply *a, const struct apply_msg *m, char *
 
 	if (quarantined && !a->release && m->seq <= last) {
 		/* A stale copy (redelivered after a crash, say): nothing to keep. */
-		rollback(a);
+		db_rollback(a->conn);
 		return audit_row(a, m, "duplicate", last + 1, "stale aggregate_seq", true,
 				 err, errlen);
 	}
@@ -841,13 +818,13 @@ enum apply_result apply_event(struct apply *a, const struct apply_msg *m, char *
 		};
 		bool parked;
 
-		res = run(a, "c_park", 10, params, PGRES_COMMAND_OK, state, err, errlen);
+		res = run(a, "c_park", 10, params, PGRES_COMMAND_OK, &e);
 		if (res == NULL)
 			goto fail;
 		parked = strcmp(PQcmdTuples(res), "1") == 0;
 		PQclear(res);
 		res = NULL;
-		if (!commit(a, state, err, errlen))
+		if (!db_commit(a->conn, &e))
 			goto fail;
 		if (!parked)
 			return audit_row(a, m, "duplicate", last + 1,
@@ -855,13 +832,13 @@ enum apply_result apply_event(struct apply *a, const struct apply_msg *m, char *
 		return APPLY_PARKED;
 	}
 
-	res = run(a, "c_inbox", 1, p_eid, PGRES_COMMAND_OK, state, err, errlen);
+	res = run(a, "c_inbox", 1, p_eid, PGRES_COMMAND_OK, &e);
 	if (res == NULL)
 		goto fail;
 	if (strcmp(PQcmdTuples(res), "0") == 0) {
 		PQclear(res);
 		res = NULL;
-		rollback(a);
+		db_rollback(a->conn);
 		return audit_row(a, m, "duplicate", -1, "event_id already in inbox", true,
 				 err, errlen);
 	}
@@ -869,7 +846,7 @@ enum apply_result apply_event(struct apply *a, const struct apply_msg *m, char *
 	res = NULL;
 
 	if (m->seq <= last) {
-		rollback(a);
+		db_rollback(a->conn);
 		return audit_row(a, m, "duplicate", last + 1, "stale aggregate_seq", true,
 				 err, errlen);
 	}
@@ -877,9 +854,9 @@ enum apply_result apply_event(struct apply *a, const struct apply_msg *m, char *
 		/* Not applied: held until the event before it is (drain_held). */
 		const char *v[4] = { seq_s, part_s, off_s, total_s };
 
-		if (!hold(a, m, v, state, err, errlen))
+		if (!hold(a, m, v, &e))
 			goto fail;
-		if (!commit(a, state, err, errlen))
+		if (!db_commit(a->conn, &e))
 			goto fail;
 		return gap_row(a, m, last + 1, err, errlen);
 	}
@@ -891,15 +868,15 @@ enum apply_result apply_event(struct apply *a, const struct apply_msg *m, char *
 			m->has_total ? total_s : NULL,
 		};
 
-		healed = run(a, "c_apply", 9, params, PGRES_TUPLES_OK, state, err, errlen);
+		healed = run(a, "c_apply", 9, params, PGRES_TUPLES_OK, &e);
 		if (healed == NULL)
 			goto fail;
 	}
 	if (has_held &&
-	    !drain_held(a, m->aggregate_id, m->seq + 1, &held, &nheld, state, err, errlen))
+	    !drain_held(a, m->aggregate_id, m->seq + 1, &held, &nheld, &e))
 		goto fail;
 	crash_point("consumer.after_apply");
-	if (!commit(a, state, err, errlen))
+	if (!db_commit(a->conn, &e))
 		goto fail;
 	crash_point("consumer.after_commit");
 	write_healed(a, m, healed, m->seq);
@@ -921,19 +898,20 @@ fail:
 		PQclear(held[i]);
 	free(held);
 	a->held_applied = 0;
-	rollback(a);
-	if (transient(a->conn, state))
+	db_rollback(a->conn);
+	err_out(&e, err, errlen);
+	if (transient(a->conn, &e))
 		return APPLY_RETRY;
-	if (strncmp(state, "22", 2) == 0) {
+	if (data_refused(&e)) {
 		/* The message's own data was refused (bad UTF-8, say). */
 		char detail[512];
 
 		snprintf(detail, sizeof detail, "refused by the database (SQLSTATE %s): %s",
-			 state, err);
+			 e.sqlstate, err);
 		snprintf(err, errlen, "%s", detail);
 		return APPLY_POISON;
 	}
-	return rejected(state) ? APPLY_REJECTED : APPLY_FAILED;
+	return rejected(&e) ? APPLY_REJECTED : APPLY_FAILED;
 }
 
 /* ---------------------------------------------------------------- batches */
@@ -1021,7 +999,7 @@ bool apply_batch(struct apply *a, const struct apply_msg *m, int n, int *refused
 		 size_t whylen)
 {
 	const char *v[B_NARR], *p[B_NARR + 1];
-	char state[6] = "";
+	struct db_err e = { .msg = "" };
 	PGresult *res = NULL;
 	bool ok = false;
 
@@ -1038,41 +1016,45 @@ bool apply_batch(struct apply *a, const struct apply_msg *m, int n, int *refused
 		snprintf(why, whylen, "out of memory");
 		return false;
 	}
-	if (!db_exec(a->conn, "BEGIN", why, whylen))
+	if (!db_begin(a->conn, &e)) {
+		err_out(&e, why, whylen);
 		return false;
-	res = run(a, "c_b_proj_new", 1, &v[B_AGG], PGRES_COMMAND_OK, state, why, whylen);
+	}
+	res = run(a, "c_b_proj_new", 1, &v[B_AGG], PGRES_COMMAND_OK, &e);
 	if (res == NULL)
 		goto out;
 	PQclear(res);
-	res = run(a, "c_b_lock", 1, &v[B_AGG], PGRES_TUPLES_OK, state, why, whylen);
+	res = run(a, "c_b_lock", 1, &v[B_AGG], PGRES_TUPLES_OK, &e);
 	if (res == NULL)
 		goto out;
-	*refused_at = batch_in_sequence(a, m, n, res, why, whylen);
+	*refused_at = batch_in_sequence(a, m, n, res, e.msg, sizeof e.msg);
 	if (*refused_at < n)
 		goto out;
 	*refused_at = -1;
 	PQclear(res);
-	res = run(a, "c_b_inbox", 1, &v[B_EID], PGRES_COMMAND_OK, state, why, whylen);
+	res = run(a, "c_b_inbox", 1, &v[B_EID], PGRES_COMMAND_OK, &e);
 	if (res == NULL)
 		goto out;
 	if (strtol(PQcmdTuples(res), NULL, 10) != n) {
-		snprintf(why, whylen, "an event of the batch is in the inbox already");
+		own_err(&e, "an event of the batch is in the inbox already");
 		goto out;
 	}
 	PQclear(res);
 	memcpy(p, v, sizeof v);
 	p[B_NARR] = a->consumer_id_s;
-	res = run(a, "c_b_apply", B_NARR + 1, p, PGRES_COMMAND_OK, state, why, whylen);
+	res = run(a, "c_b_apply", B_NARR + 1, p, PGRES_COMMAND_OK, &e);
 	if (res == NULL)
 		goto out;
 	crash_point("consumer.after_apply"); /* once per transaction, as apply_event */
-	ok = commit(a, state, why, whylen);
+	ok = db_commit(a->conn, &e);
 	if (ok)
 		crash_point("consumer.after_commit");
 out:
 	PQclear(res);
-	if (!ok)
-		rollback(a);
+	if (!ok) {
+		err_out(&e, why, whylen);
+		db_rollback(a->conn);
+	}
 	return ok;
 }
 
@@ -1101,7 +1083,8 @@ enum apply_result apply_dead_letter(struct apply *a, const struct apply_msg *m,
 				    size_t errlen)
 {
 	char att_s[16], first_s[24], last_s[24], part_s[16], off_s[24], seq_s[24], id_s[24];
-	char state[6] = "", error[1024], reason[64];
+	char error[1024], reason[64];
+	struct db_err e = { .msg = "" };
 	const char *params[17];
 	int lengths[17] = { 0 }, formats[17] = { 0 };
 	PGresult *res = NULL;
@@ -1152,28 +1135,31 @@ enum apply_result apply_dead_letter(struct apply *a, const struct apply_msg *m,
 	lengths[15] = (int)d->payload_len;
 	formats[15] = 1;
 	params[16] = d->headers_hex;
-	if (!db_exec(a->conn, "BEGIN", err, errlen))
-		return transient(a->conn, "") ? APPLY_RETRY : APPLY_FAILED;
+	if (!db_begin(a->conn, &e)) {
+		/* As for any failure without a transaction: try again. */
+		err_out(&e, err, errlen);
+		return APPLY_RETRY;
+	}
 	in_txn = true;
 	if (has_order) {
 		/* The projection lock first, as in apply_event and the release. */
 		const char *p_agg[1] = { m->aggregate_id };
 
-		res = run(a, "c_proj_new", 1, p_agg, PGRES_COMMAND_OK, state, err, errlen);
+		res = run(a, "c_proj_new", 1, p_agg, PGRES_COMMAND_OK, &e);
 		if (res == NULL)
 			goto out;
 		PQclear(res);
-		res = run(a, "c_lock", 1, p_agg, PGRES_TUPLES_OK, state, err, errlen);
+		res = run(a, "c_lock", 1, p_agg, PGRES_TUPLES_OK, &e);
 		if (res == NULL)
 			goto out;
 		PQclear(res);
 	}
-	res = run_params(a, "c_dead", 17, params, lengths, formats, PGRES_TUPLES_OK, state, err,
-			 errlen);
+	res = db_query_prepared(a->conn, "c_dead", 17, params, lengths, formats, PGRES_TUPLES_OK,
+				&e);
 	if (res == NULL)
 		goto out;
 	if (PQntuples(res) < 1) {
-		snprintf(err, errlen, "dead letter row not found after insert");
+		own_err(&e, "dead letter row not found after insert");
 		goto out;
 	}
 	*id = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
@@ -1183,27 +1169,24 @@ enum apply_result apply_dead_letter(struct apply *a, const struct apply_msg *m,
 	if (has_order) {
 		const char *qp[3] = { m->aggregate_id, id_s, seq_s };
 
-		res = run(a, "c_quarantine", 3, qp, PGRES_COMMAND_OK, state, err, errlen);
+		res = run(a, "c_quarantine", 3, qp, PGRES_COMMAND_OK, &e);
 		if (res == NULL)
 			goto out;
 		PQclear(res);
 		res = NULL;
 	}
-	res = PQexec(a->conn, "COMMIT");
-	if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-		db_error(a->conn, res, err, errlen);
-		snprintf(state, sizeof state, "%s", db_sqlstate(res));
+	if (!db_commit(a->conn, &e))
 		goto out;
-	}
 	in_txn = false;
 	r = APPLY_DUPLICATE;
 out:
 	if (in_txn) {
-		/* Failed inside the transaction (err and state say why). */
-		r = transient(a->conn, state) ? APPLY_RETRY : APPLY_FAILED;
+		/* Failed inside the transaction (e says why). */
+		err_out(&e, err, errlen);
+		r = transient(a->conn, &e) ? APPLY_RETRY : APPLY_FAILED;
 		PQclear(res);
 		res = NULL;
-		rollback(a);
+		db_rollback(a->conn);
 	}
 	PQclear(res);
 	return r;
@@ -1217,9 +1200,10 @@ bool apply_report(struct apply *a, const struct apply_counters *c, int64_t start
 		c->dead_lettered, c->parked, c->foreign, c->foreign_partitions, c->reconnects,
 	};
 	enum { NV = sizeof v / sizeof v[0] };
-	char pid_s[16], st_s[24], n[NV][24], state[6];
+	char pid_s[16], st_s[24], n[NV][24];
 	const char *params[4 + NV];
-	PGresult *res;
+	struct db_err e;
+	PGresult *res = NULL;
 
 	if (apply_lost(a)) {
 		snprintf(err, errlen, "not connected");
@@ -1237,18 +1221,19 @@ bool apply_report(struct apply *a, const struct apply_counters *c, int64_t start
 	}
 	/* Synchronous whatever the session says: its WAL flush covers every
 	 * transaction this session committed asynchronously before it. */
-	if (!db_exec(a->conn, "BEGIN", err, errlen))
+	if (!db_begin(a->conn, &e)) {
+		err_out(&e, err, errlen);
 		return false;
-	if (!db_exec(a->conn, "SET LOCAL synchronous_commit = on", err, errlen))
-		goto fail;
-	res = run(a, "c_report", 4 + NV, params, PGRES_COMMAND_OK, state, err, errlen);
-	if (res == NULL)
+	}
+	if (!db_run(a->conn, "SET LOCAL synchronous_commit = on", 0, NULL, &e) ||
+	    (res = run(a, "c_report", 4 + NV, params, PGRES_COMMAND_OK, &e)) == NULL)
 		goto fail;
 	PQclear(res);
-	if (!db_exec(a->conn, "COMMIT", err, errlen))
+	if (!db_commit(a->conn, &e))
 		goto fail;
 	return true;
 fail:
-	rollback(a);
+	err_out(&e, err, errlen);
+	db_rollback(a->conn);
 	return false;
 }
