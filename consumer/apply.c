@@ -4,7 +4,25 @@
  * commit together or not at all, and the caller stores the Kafka offset
  * only after that commit. So a crash anywhere re-delivers the message, and
  * the redelivery finds its inbox row (or a last_seq at or past its seq) and
- * is dropped: every event is applied exactly once, in aggregate_seq order. */
+ * is dropped: every event is applied exactly once, in aggregate_seq order.
+ *
+ * apply_event takes one event through these stages, in one transaction:
+ *   event_lock    BEGIN; the order's projection row locked until commit
+ *                 (SQL_LOCK): two consumers that share a partition during a
+ *                 rebalance still apply an order in seq order.
+ *   event_park    a quarantined order's event is parked (SQL_PARK), not
+ *                 applied, until its dead letter is retried or dropped.
+ *   event_dedupe  the inbox row (SQL_INBOX): an event seen before, or a seq
+ *                 at or below last_seq, is dropped (rolled back, audited).
+ *   event_hold    a seq past last_seq + 1 is held (SQL_HOLD) in place of its
+ *                 inbox row and the gap audited; the event before it applies it.
+ *   event_apply   seq = last_seq + 1: the side effect and the new high-water
+ *                 mark (SQL_APPLY), then the held events that now follow.
+ *   event_commit  COMMIT; only after it the audit lines, and the caller's
+ *                 offset.
+ * apply_batch does lock, dedupe, apply and commit for a run of events in
+ * one transaction (batch_lock, batch_dedupe, batch_apply), or nothing: an
+ * event the batch cannot take goes the one-by-one way. */
 #include "apply.h"
 
 #include <errno.h>
@@ -149,7 +167,7 @@ static const char SQL_REPORT[] =
 	"  parked = EXCLUDED.parked, foreign_messages = EXCLUDED.foreign_messages, "
 	"  foreign_partitions = EXCLUDED.foreign_partitions, reconnects = EXCLUDED.reconnects";
 
-/* The batch path (apply_batch): the same three steps for many events at
+/* The batch path (apply_batch): the same three stages for many events at
  * once. The orders' projection rows, created if new and locked in one
  * order (byte order: two consumers sharing orders during a rebalance lock
  * them alike), each with whether anything makes the order need the
@@ -538,6 +556,16 @@ static PGresult *run(struct apply *a, const char *name, int n, const char *const
 	return db_query_prepared(a->conn, name, n, params, NULL, NULL, want, e);
 }
 
+/* Run a prepared statement whose result is not wanted. False with e. */
+static bool run_ok(struct apply *a, const char *name, int n, const char *const *params,
+		   struct db_err *e)
+{
+	PGresult *res = run(a, name, n, params, PGRES_COMMAND_OK, e);
+
+	PQclear(res);
+	return res != NULL;
+}
+
 /* A failure's message for the caller of the apply_* call. */
 static void err_out(const struct db_err *e, char *err, size_t errlen)
 {
@@ -658,14 +686,8 @@ static bool hold(struct apply *a, const struct apply_msg *m, const char *const v
 		m->status[0] ? m->status : NULL, m->has_total ? v[3] : NULL,
 		m->topic, v[1], v[2], a->consumer_id_s,
 	};
-	PGresult *res = run(a, "c_inbox_undo", 1, p_eid, PGRES_COMMAND_OK, e);
 
-	if (res == NULL)
-		return false;
-	PQclear(res);
-	res = run(a, "c_hold", 10, params, PGRES_COMMAND_OK, e);
-	PQclear(res);
-	return res != NULL;
+	return run_ok(a, "c_inbox_undo", 1, p_eid, e) && run_ok(a, "c_hold", 10, params, e);
 }
 
 /* After the apply of seq next - 1, in its transaction: apply the held
@@ -755,163 +777,235 @@ int apply_held_applied(const struct apply *a)
 	return a->held_applied;
 }
 
+/* ------------------------------------------------------------ one event */
+
+/* One event's transaction as apply_event's stages hand it on: its values
+ * as text, what event_lock read, the healed-gap rows of the applies
+ * (event_txn_clear clears them), and why a stage failed. */
+struct event_txn {
+	const struct apply_msg *m;
+	char seq_s[24], part_s[16], off_s[24], total_s[24];
+	int64_t last;            /* the order's last_seq, locked */
+	bool quarantined, has_held;
+	PGresult *healed;        /* the gaps the event's apply healed */
+	PGresult **held;         /* the same for each held event applied after it */
+	int nheld;
+	enum apply_result result; /* the outcome, once a stage says STAGE_DONE */
+	struct db_err e;         /* the failure, once a stage says STAGE_FAILED */
+};
+
+/* What a stage says: go on to the next stage; the event is done (outside
+ * the transaction: committed or rolled back; t->result, with err when it
+ * says so); or a statement failed inside the transaction (t->e). */
+enum stage { STAGE_NEXT, STAGE_DONE, STAGE_FAILED };
+
+/* The event is dropped: the transaction rolled back, the event audited as
+ * a duplicate (expected < 0: one past the order's last_seq). */
+static enum stage event_dropped(struct apply *a, struct event_txn *t, int64_t expected,
+				const char *detail, char *err, size_t errlen)
+{
+	db_rollback(a->conn);
+	t->result = audit_row(a, t->m, "duplicate", expected, detail, true, err, errlen);
+	return STAGE_DONE;
+}
+
+/* Stage lock: BEGIN, the order's projection row, created if new, locked
+ * until commit (SQL_LOCK); its last_seq, whether it is quarantined and
+ * whether it has held events. */
+static enum stage event_lock(struct apply *a, struct event_txn *t)
+{
+	const char *p_agg[1] = { t->m->aggregate_id };
+	PGresult *res = NULL;
+
+	if (db_begin(a->conn, &t->e))
+		res = run(a, "c_lock", 1, p_agg, PGRES_TUPLES_OK, &t->e);
+	if (res != NULL && PQntuples(res) == 0) {
+		PQclear(res);
+		res = NULL;
+		if (run_ok(a, "c_proj_new", 1, p_agg, &t->e))
+			res = run(a, "c_lock", 1, p_agg, PGRES_TUPLES_OK, &t->e);
+		if (res != NULL && PQntuples(res) != 1) {
+			PQclear(res);
+			res = NULL;
+			own_err(&t->e, "projection row of %s vanished", t->m->aggregate_id);
+		}
+	}
+	if (res == NULL)
+		return STAGE_FAILED;
+	t->last = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+	t->quarantined = strcmp(PQgetvalue(res, 0, 1), "t") == 0;
+	t->has_held = strcmp(PQgetvalue(res, 0, 2), "t") == 0;
+	PQclear(res);
+	return STAGE_NEXT;
+}
+
+/* Stage park: an order quarantined (and not being released) has a
+ * dead-lettered event; keep this one, in arrival order, until the dead
+ * letter is retried or dropped (SQL_PARK), and commit. A stale copy
+ * (redelivered after a crash, say), or one parked already, is dropped. */
+static enum stage event_park(struct apply *a, struct event_txn *t, char *err, size_t errlen)
+{
+	const struct apply_msg *m = t->m;
+	const char *params[10] = {
+		m->aggregate_id, t->seq_s, m->event_id, m->event_type,
+		m->status[0] ? m->status : NULL, m->has_total ? t->total_s : NULL,
+		m->topic, t->part_s, t->off_s, a->consumer_id_s,
+	};
+	PGresult *res;
+	bool parked;
+
+	if (!t->quarantined || a->release)
+		return STAGE_NEXT;
+	if (m->seq <= t->last)
+		return event_dropped(a, t, t->last + 1, "stale aggregate_seq", err, errlen);
+	res = run(a, "c_park", 10, params, PGRES_COMMAND_OK, &t->e);
+	if (res == NULL)
+		return STAGE_FAILED;
+	parked = strcmp(PQcmdTuples(res), "1") == 0;
+	PQclear(res);
+	if (!db_commit(a->conn, &t->e))
+		return STAGE_FAILED;
+	t->result = APPLY_PARKED;
+	if (!parked)
+		t->result = audit_row(a, m, "duplicate", t->last + 1,
+				      "already parked or dead-lettered", true, err, errlen);
+	return STAGE_DONE;
+}
+
+/* Stage dedupe: the inbox row (SQL_INBOX); none inserted means the event
+ * was seen before, a seq at or below last_seq that it is stale: either
+ * way it is dropped. */
+static enum stage event_dedupe(struct apply *a, struct event_txn *t, char *err, size_t errlen)
+{
+	const char *p_eid[1] = { t->m->event_id };
+	PGresult *res = run(a, "c_inbox", 1, p_eid, PGRES_COMMAND_OK, &t->e);
+	bool seen;
+
+	if (res == NULL)
+		return STAGE_FAILED;
+	seen = strcmp(PQcmdTuples(res), "0") == 0;
+	PQclear(res);
+	if (seen)
+		return event_dropped(a, t, -1, "event_id already in inbox", err, errlen);
+	if (t->m->seq <= t->last)
+		return event_dropped(a, t, t->last + 1, "stale aggregate_seq", err, errlen);
+	return STAGE_NEXT;
+}
+
+/* Stage hold: a seq beyond last_seq + 1 is not applied but held in place
+ * of its inbox row (hold), committed, and the gap audited; the apply of
+ * the event before it applies it (drain_held). */
+static enum stage event_hold(struct apply *a, struct event_txn *t, char *err, size_t errlen)
+{
+	const char *v[4] = { t->seq_s, t->part_s, t->off_s, t->total_s };
+
+	if (t->m->seq <= t->last + 1)
+		return STAGE_NEXT;
+	if (!hold(a, t->m, v, &t->e) || !db_commit(a->conn, &t->e))
+		return STAGE_FAILED;
+	t->result = gap_row(a, t->m, t->last + 1, err, errlen);
+	return STAGE_DONE;
+}
+
+/* Stage apply: seq = last_seq + 1 under the lock, so the side effect, the
+ * new high-water mark and the healed gaps (SQL_APPLY); then the held
+ * events that now follow, each with its inbox row (drain_held). */
+static enum stage event_apply(struct apply *a, struct event_txn *t)
+{
+	const struct apply_msg *m = t->m;
+	const char *params[9] = {
+		m->event_id, m->aggregate_id, t->seq_s, m->event_type, a->consumer_id_s,
+		t->part_s, t->off_s, m->status[0] ? m->status : NULL,
+		m->has_total ? t->total_s : NULL,
+	};
+
+	t->healed = run(a, "c_apply", 9, params, PGRES_TUPLES_OK, &t->e);
+	if (t->healed == NULL)
+		return STAGE_FAILED;
+	if (t->has_held &&
+	    !drain_held(a, m->aggregate_id, m->seq + 1, &t->held, &t->nheld, &t->e))
+		return STAGE_FAILED;
+	return STAGE_NEXT;
+}
+
+/* Stage commit: COMMIT (when it fails on a lost connection the outcome is
+ * unknown: the retry finds the inbox row if it did commit), then the
+ * audit lines of the gaps it healed. */
+static enum stage event_commit(struct apply *a, struct event_txn *t)
+{
+	const struct apply_msg *m = t->m;
+
+	crash_point("consumer.after_apply");
+	if (!db_commit(a->conn, &t->e))
+		return STAGE_FAILED;
+	crash_point("consumer.after_commit");
+	write_healed(a, m, t->healed, m->seq);
+	for (int i = 0; i < t->nheld; i++)
+		write_healed(a, m, t->held[i], m->seq + 1 + i);
+	if (t->nheld > 0)
+		log_info("order %s: %d held event(s) after seq %" PRId64 " applied", m->aggregate_id,
+			 t->nheld, m->seq);
+	t->result = APPLY_APPLIED;
+	return STAGE_DONE;
+}
+
+/* A stage failed inside the transaction: roll it back and say what the
+ * failure means for the message. */
+static enum apply_result event_failed(struct apply *a, const struct event_txn *t, char *err,
+				      size_t errlen)
+{
+	a->held_applied = 0;
+	db_rollback(a->conn);
+	err_out(&t->e, err, errlen);
+	if (transient(a->conn, &t->e))
+		return APPLY_RETRY;
+	if (data_refused(&t->e)) {
+		/* The message's own data was refused (bad UTF-8, say). */
+		char detail[512];
+
+		snprintf(detail, sizeof detail, "refused by the database (SQLSTATE %s): %s",
+			 t->e.sqlstate, err);
+		snprintf(err, errlen, "%s", detail);
+		return APPLY_POISON;
+	}
+	return rejected(&t->e) ? APPLY_REJECTED : APPLY_FAILED;
+}
+
+static void event_txn_clear(struct event_txn *t)
+{
+	PQclear(t->healed);
+	for (int i = 0; i < t->nheld; i++)
+		PQclear(t->held[i]);
+	free(t->held);
+}
+
 enum apply_result apply_event(struct apply *a, const struct apply_msg *m, char *err, size_t errlen)
 {
-	char seq_s[24], part_s[16], off_s[24], total_s[24];
-	const char *p_eid[1] = { m->event_id };
-	const char *p_agg[1] = { m->aggregate_id };
-	struct db_err e;
-	PGresult *res = NULL, *healed = NULL, **held = NULL;
-	bool quarantined, has_held;
-	int64_t last;
-	int nheld = 0;
+	struct event_txn t = { .m = m, .e = { .msg = "" } };
+	enum stage s;
 
 	a->held_applied = 0;
 	if (apply_lost(a)) {
 		snprintf(err, errlen, "not connected");
 		return APPLY_RETRY;
 	}
-	snprintf(seq_s, sizeof seq_s, "%" PRId64, m->seq);
-	snprintf(part_s, sizeof part_s, "%" PRId32, m->partition);
-	snprintf(off_s, sizeof off_s, "%" PRId64, m->offset);
-	snprintf(total_s, sizeof total_s, "%" PRId64, m->total_cents);
-
-	if (!db_begin(a->conn, &e))
-		goto fail;
-
-	res = run(a, "c_lock", 1, p_agg, PGRES_TUPLES_OK, &e);
-	if (res == NULL)
-		goto fail;
-	if (PQntuples(res) == 0) {
-		PQclear(res);
-		res = run(a, "c_proj_new", 1, p_agg, PGRES_COMMAND_OK, &e);
-		if (res == NULL)
-			goto fail;
-		PQclear(res);
-		res = run(a, "c_lock", 1, p_agg, PGRES_TUPLES_OK, &e);
-		if (res == NULL)
-			goto fail;
-		if (PQntuples(res) != 1) {
-			own_err(&e, "projection row of %s vanished", m->aggregate_id);
-			goto fail;
-		}
-	}
-	last = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
-	quarantined = strcmp(PQgetvalue(res, 0, 1), "t") == 0;
-	has_held = strcmp(PQgetvalue(res, 0, 2), "t") == 0;
-	PQclear(res);
-	res = NULL;
-
-	if (quarantined && !a->release && m->seq <= last) {
-		/* A stale copy (redelivered after a crash, say): nothing to keep. */
-		db_rollback(a->conn);
-		return audit_row(a, m, "duplicate", last + 1, "stale aggregate_seq", true,
-				 err, errlen);
-	}
-	if (quarantined && !a->release) {
-		/* The order has a dead-lettered event: keep this one, in arrival
-		 * order, until the dead letter is retried or dropped. */
-		const char *params[10] = {
-			m->aggregate_id, seq_s, m->event_id, m->event_type,
-			m->status[0] ? m->status : NULL, m->has_total ? total_s : NULL,
-			m->topic, part_s, off_s, a->consumer_id_s,
-		};
-		bool parked;
-
-		res = run(a, "c_park", 10, params, PGRES_COMMAND_OK, &e);
-		if (res == NULL)
-			goto fail;
-		parked = strcmp(PQcmdTuples(res), "1") == 0;
-		PQclear(res);
-		res = NULL;
-		if (!db_commit(a->conn, &e))
-			goto fail;
-		if (!parked)
-			return audit_row(a, m, "duplicate", last + 1,
-					 "already parked or dead-lettered", true, err, errlen);
-		return APPLY_PARKED;
-	}
-
-	res = run(a, "c_inbox", 1, p_eid, PGRES_COMMAND_OK, &e);
-	if (res == NULL)
-		goto fail;
-	if (strcmp(PQcmdTuples(res), "0") == 0) {
-		PQclear(res);
-		res = NULL;
-		db_rollback(a->conn);
-		return audit_row(a, m, "duplicate", -1, "event_id already in inbox", true,
-				 err, errlen);
-	}
-	PQclear(res);
-	res = NULL;
-
-	if (m->seq <= last) {
-		db_rollback(a->conn);
-		return audit_row(a, m, "duplicate", last + 1, "stale aggregate_seq", true,
-				 err, errlen);
-	}
-	if (m->seq > last + 1) {
-		/* Not applied: held until the event before it is (drain_held). */
-		const char *v[4] = { seq_s, part_s, off_s, total_s };
-
-		if (!hold(a, m, v, &e))
-			goto fail;
-		if (!db_commit(a->conn, &e))
-			goto fail;
-		return gap_row(a, m, last + 1, err, errlen);
-	}
-
-	{
-		const char *params[9] = {
-			m->event_id, m->aggregate_id, seq_s, m->event_type, a->consumer_id_s,
-			part_s, off_s, m->status[0] ? m->status : NULL,
-			m->has_total ? total_s : NULL,
-		};
-
-		healed = run(a, "c_apply", 9, params, PGRES_TUPLES_OK, &e);
-		if (healed == NULL)
-			goto fail;
-	}
-	if (has_held &&
-	    !drain_held(a, m->aggregate_id, m->seq + 1, &held, &nheld, &e))
-		goto fail;
-	crash_point("consumer.after_apply");
-	if (!db_commit(a->conn, &e))
-		goto fail;
-	crash_point("consumer.after_commit");
-	write_healed(a, m, healed, m->seq);
-	PQclear(healed);
-	for (int i = 0; i < nheld; i++) {
-		write_healed(a, m, held[i], m->seq + 1 + i);
-		PQclear(held[i]);
-	}
-	free(held);
-	if (nheld > 0)
-		log_info("order %s: %d held event(s) after seq %" PRId64 " applied", m->aggregate_id,
-			 nheld, m->seq);
-	return APPLY_APPLIED;
-
-fail:
-	PQclear(res);
-	PQclear(healed);
-	for (int i = 0; i < nheld; i++)
-		PQclear(held[i]);
-	free(held);
-	a->held_applied = 0;
-	db_rollback(a->conn);
-	err_out(&e, err, errlen);
-	if (transient(a->conn, &e))
-		return APPLY_RETRY;
-	if (data_refused(&e)) {
-		/* The message's own data was refused (bad UTF-8, say). */
-		char detail[512];
-
-		snprintf(detail, sizeof detail, "refused by the database (SQLSTATE %s): %s",
-			 e.sqlstate, err);
-		snprintf(err, errlen, "%s", detail);
-		return APPLY_POISON;
-	}
-	return rejected(&e) ? APPLY_REJECTED : APPLY_FAILED;
+	snprintf(t.seq_s, sizeof t.seq_s, "%" PRId64, m->seq);
+	snprintf(t.part_s, sizeof t.part_s, "%" PRId32, m->partition);
+	snprintf(t.off_s, sizeof t.off_s, "%" PRId64, m->offset);
+	snprintf(t.total_s, sizeof t.total_s, "%" PRId64, m->total_cents);
+	s = event_lock(a, &t);
+	if (s == STAGE_NEXT)
+		s = event_park(a, &t, err, errlen);
+	if (s == STAGE_NEXT)
+		s = event_dedupe(a, &t, err, errlen);
+	if (s == STAGE_NEXT)
+		s = event_hold(a, &t, err, errlen);
+	if (s == STAGE_NEXT)
+		s = event_apply(a, &t);
+	if (s == STAGE_NEXT)
+		s = event_commit(a, &t);
+	event_txn_clear(&t);
+	return s == STAGE_DONE ? t.result : event_failed(a, &t, err, errlen);
 }
 
 /* ---------------------------------------------------------------- batches */
@@ -995,13 +1089,60 @@ static int batch_in_sequence(struct apply *a, const struct apply_msg *m, int n,
 	return first;
 }
 
+/* Batch stage lock: every order's projection row, created if new, locked
+ * in one order (SQL_B_PROJ_NEW, SQL_B_LOCK), and the check against them
+ * (batch_in_sequence). False with e: a failure, or the check refused the
+ * event at *refused_at. */
+static bool batch_lock(struct apply *a, const struct apply_msg *m, int n,
+		       const char *const v[B_NARR], int *refused_at, struct db_err *e)
+{
+	PGresult *res = NULL;
+
+	if (run_ok(a, "c_b_proj_new", 1, &v[B_AGG], e))
+		res = run(a, "c_b_lock", 1, &v[B_AGG], PGRES_TUPLES_OK, e);
+	if (res == NULL)
+		return false;
+	*refused_at = batch_in_sequence(a, m, n, res, e->msg, sizeof e->msg);
+	PQclear(res);
+	if (*refused_at < n)
+		return false;
+	*refused_at = -1;
+	return true;
+}
+
+/* Batch stage dedupe: every event's inbox row (SQL_B_INBOX). One seen
+ * before refuses the batch: the one-by-one path drops it. */
+static bool batch_dedupe(struct apply *a, int n, const char *const v[B_NARR], struct db_err *e)
+{
+	PGresult *res = run(a, "c_b_inbox", 1, &v[B_EID], PGRES_COMMAND_OK, e);
+	bool all_new;
+
+	if (res == NULL)
+		return false;
+	all_new = strtol(PQcmdTuples(res), NULL, 10) == n;
+	PQclear(res);
+	if (!all_new)
+		own_err(e, "an event of the batch is in the inbox already");
+	return all_new;
+}
+
+/* Batch stage apply: the side effects and each order's new high-water
+ * mark (SQL_B_APPLY). */
+static bool batch_apply(struct apply *a, const char *const v[B_NARR], struct db_err *e)
+{
+	const char *p[B_NARR + 1];
+
+	memcpy(p, v, B_NARR * sizeof *p);
+	p[B_NARR] = a->consumer_id_s;
+	return run_ok(a, "c_b_apply", B_NARR + 1, p, e);
+}
+
 bool apply_batch(struct apply *a, const struct apply_msg *m, int n, int *refused_at, char *why,
 		 size_t whylen)
 {
-	const char *v[B_NARR], *p[B_NARR + 1];
+	const char *v[B_NARR];
 	struct db_err e = { .msg = "" };
-	PGresult *res = NULL;
-	bool ok = false;
+	bool ok;
 
 	*refused_at = -1;
 	if (a->release || apply_lost(a)) {
@@ -1016,46 +1157,19 @@ bool apply_batch(struct apply *a, const struct apply_msg *m, int n, int *refused
 		snprintf(why, whylen, "out of memory");
 		return false;
 	}
-	if (!db_begin(a->conn, &e)) {
-		err_out(&e, why, whylen);
-		return false;
+	ok = db_begin(a->conn, &e) && batch_lock(a, m, n, v, refused_at, &e) &&
+	     batch_dedupe(a, n, v, &e) && batch_apply(a, v, &e);
+	if (ok) {
+		crash_point("consumer.after_apply"); /* once per transaction, as apply_event */
+		ok = db_commit(a->conn, &e);
 	}
-	res = run(a, "c_b_proj_new", 1, &v[B_AGG], PGRES_COMMAND_OK, &e);
-	if (res == NULL)
-		goto out;
-	PQclear(res);
-	res = run(a, "c_b_lock", 1, &v[B_AGG], PGRES_TUPLES_OK, &e);
-	if (res == NULL)
-		goto out;
-	*refused_at = batch_in_sequence(a, m, n, res, e.msg, sizeof e.msg);
-	if (*refused_at < n)
-		goto out;
-	*refused_at = -1;
-	PQclear(res);
-	res = run(a, "c_b_inbox", 1, &v[B_EID], PGRES_COMMAND_OK, &e);
-	if (res == NULL)
-		goto out;
-	if (strtol(PQcmdTuples(res), NULL, 10) != n) {
-		own_err(&e, "an event of the batch is in the inbox already");
-		goto out;
-	}
-	PQclear(res);
-	memcpy(p, v, sizeof v);
-	p[B_NARR] = a->consumer_id_s;
-	res = run(a, "c_b_apply", B_NARR + 1, p, PGRES_COMMAND_OK, &e);
-	if (res == NULL)
-		goto out;
-	crash_point("consumer.after_apply"); /* once per transaction, as apply_event */
-	ok = db_commit(a->conn, &e);
-	if (ok)
+	if (ok) {
 		crash_point("consumer.after_commit");
-out:
-	PQclear(res);
-	if (!ok) {
-		err_out(&e, why, whylen);
-		db_rollback(a->conn);
+		return true;
 	}
-	return ok;
+	err_out(&e, why, whylen);
+	db_rollback(a->conn);
+	return false;
 }
 
 void apply_set_release(struct apply *a, bool on)
