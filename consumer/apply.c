@@ -25,7 +25,6 @@
  * event the batch cannot take goes the one-by-one way. */
 #include "apply.h"
 
-#include <errno.h>
 #include <inttypes.h>
 #include <jansson.h>
 #include <limits.h>
@@ -39,6 +38,7 @@
 #include "conf.h"
 #include "crash.h"
 #include "db.h"
+#include "kafka.h"
 #include "log.h"
 #include "util.h"
 
@@ -238,50 +238,18 @@ struct apply {
 
 /* ---------------------------------------------------------------- parsing */
 
-/* The value of the last header called name, as text in out. False when
- * it is absent, empty, too long or not UTF-8 text (a NUL byte, a stray
- * byte); then, unless problem is NULL, problem says which of the last two
- * ("" for the others). */
-static bool copy_header(rd_kafka_headers_t *hdrs, const char *name, char *out, size_t outlen,
-			char *problem, size_t problemlen)
-{
-	const void *val = NULL;
-	size_t size = 0;
-
-	out[0] = '\0';
-	if (problem != NULL)
-		problem[0] = '\0';
-	if (hdrs == NULL ||
-	    rd_kafka_header_get_last(hdrs, name, &val, &size) != RD_KAFKA_RESP_ERR_NO_ERROR ||
-	    val == NULL || size == 0)
-		return false;
-	if (size >= outlen || !util_utf8_text(val, size)) {
-		if (problem != NULL)
-			snprintf(problem, problemlen, "%s header %s (%zu bytes)", name,
-				 size >= outlen ? "too long" : "is not UTF-8 text", size);
-		return false;
-	}
-	memcpy(out, val, size);
-	out[size] = '\0';
-	return true;
-}
-
-/* A canonical UUID: 8-4-4-4-12 hex digits. */
-static bool is_uuid(const char *s)
-{
-	for (int i = 0; i < 36; i++) {
-		char c = s[i];
-
-		if (i == 8 || i == 13 || i == 18 || i == 23) {
-			if (c != '-')
-				return false;
-		} else if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') ||
-			     (c >= 'A' && c <= 'F'))) {
-			return false;
-		}
-	}
-	return s[36] == '\0';
-}
+/* The key and headers are kafka_event_decode's (common/kafka.c, the mirror
+ * of what the relay produces); the payload's status and total are the
+ * builtin handler's, read here. The envelope's fields and apply_msg's are
+ * the same size (copied whole). */
+#define SAME_SIZE(f, g) \
+	_Static_assert(sizeof ((struct apply_msg *)0)->f == sizeof ((struct kafka_envelope *)0)->g, \
+		       #f " and " #g " differ in size")
+SAME_SIZE(event_id, event_id);
+SAME_SIZE(event_type, event_type);
+SAME_SIZE(aggregate_type, aggregate_type);
+SAME_SIZE(aggregate_id, aggregate_id);
+SAME_SIZE(header_problem, event_type_problem);
 
 bool apply_parse(const rd_kafka_message_t *rkm, struct apply_msg *m, char *why, size_t whylen)
 {
@@ -302,49 +270,22 @@ bool apply_parse_parts(const void *key, size_t key_len, rd_kafka_headers_t *hdrs
 		       const void *payload, size_t len, int32_t partition, int64_t offset,
 		       struct apply_msg *m, char *why, size_t whylen)
 {
-	char seq[32];
-	long long v;
-	char *end;
+	struct kafka_envelope ev;
+	bool is_event = kafka_event_decode(key, key_len, hdrs, &ev, why, whylen);
 	json_t *root;
 
 	memset(m, 0, sizeof *m);
 	m->partition = partition;
 	m->offset = offset;
-	copy_header(hdrs, "event_type", m->event_type, sizeof m->event_type, m->header_problem,
-		    sizeof m->header_problem);
-	copy_header(hdrs, "aggregate_type", m->aggregate_type, sizeof m->aggregate_type, NULL, 0);
-	if (key == NULL || key_len == 0) {
-		snprintf(why, whylen, "no key (aggregate_id)");
+	/* What could be read, whether or not it is an event. */
+	memcpy(m->event_id, ev.event_id, sizeof m->event_id);
+	memcpy(m->event_type, ev.event_type, sizeof m->event_type);
+	memcpy(m->aggregate_type, ev.aggregate_type, sizeof m->aggregate_type);
+	memcpy(m->aggregate_id, ev.aggregate_id, sizeof m->aggregate_id);
+	memcpy(m->header_problem, ev.event_type_problem, sizeof m->header_problem);
+	m->seq = ev.aggregate_seq;
+	if (!is_event)
 		return false;
-	}
-	if (key_len >= sizeof m->aggregate_id || memchr(key, '\0', key_len)) {
-		snprintf(why, whylen, "unusable key (%zu bytes)", key_len);
-		return false;
-	}
-	if (!util_utf8_text(key, key_len)) {
-		/* aggregate_id is text in every table: no such order can apply. */
-		snprintf(why, whylen, "key is not UTF-8 text (%zu bytes)", key_len);
-		return false;
-	}
-	memcpy(m->aggregate_id, key, key_len);
-	m->aggregate_id[key_len] = '\0';
-	if (!copy_header(hdrs, "event_id", m->event_id, sizeof m->event_id, NULL, 0) ||
-	    !is_uuid(m->event_id)) {
-		m->event_id[0] = '\0';
-		snprintf(why, whylen, "missing or malformed event_id header");
-		return false;
-	}
-	if (!copy_header(hdrs, "aggregate_seq", seq, sizeof seq, NULL, 0)) {
-		snprintf(why, whylen, "missing aggregate_seq header");
-		return false;
-	}
-	errno = 0;
-	v = strtoll(seq, &end, 10);
-	if (*end != '\0' || end == seq || v < 1 || errno != 0) {
-		snprintf(why, whylen, "malformed aggregate_seq header");
-		return false;
-	}
-	m->seq = (int64_t)v;
 	/* The payload only feeds the projection's status and total; a payload
 	 * that is not a JSON object still applies (the headers are the event). */
 	root = payload != NULL && len > 0 ? json_loadb(payload, len, 0, NULL) : NULL;
