@@ -1200,12 +1200,8 @@ enum apply_result apply_dead_letter(struct apply *a, const struct apply_msg *m,
 		/* The projection lock first, as in apply_event and the release. */
 		const char *p_agg[1] = { m->aggregate_id };
 
-		res = run(a, "c_proj_new", 1, p_agg, PGRES_COMMAND_OK, &e);
-		if (res == NULL)
-			goto out;
-		PQclear(res);
-		res = run(a, "c_lock", 1, p_agg, PGRES_TUPLES_OK, &e);
-		if (res == NULL)
+		if (!run_ok(a, "c_proj_new", 1, p_agg, &e) ||
+		    (res = run(a, "c_lock", 1, p_agg, PGRES_TUPLES_OK, &e)) == NULL)
 			goto out;
 		PQclear(res);
 	}
@@ -1224,11 +1220,8 @@ enum apply_result apply_dead_letter(struct apply *a, const struct apply_msg *m,
 	if (has_order) {
 		const char *qp[3] = { m->aggregate_id, id_s, seq_s };
 
-		res = run(a, "c_quarantine", 3, qp, PGRES_COMMAND_OK, &e);
-		if (res == NULL)
+		if (!run_ok(a, "c_quarantine", 3, qp, &e))
 			goto out;
-		PQclear(res);
-		res = NULL;
 	}
 	if (!db_commit(a->conn, &e))
 		goto out;
@@ -1258,7 +1251,6 @@ bool apply_report(struct apply *a, const struct apply_counters *c, int64_t start
 	char pid_s[16], st_s[24], n[NV][24];
 	const char *params[4 + NV];
 	struct db_err e;
-	PGresult *res = NULL;
 
 	if (apply_lost(a)) {
 		snprintf(err, errlen, "not connected");
@@ -1281,14 +1273,10 @@ bool apply_report(struct apply *a, const struct apply_counters *c, int64_t start
 		return false;
 	}
 	if (!db_run(a->conn, "SET LOCAL synchronous_commit = on", 0, NULL, &e) ||
-	    (res = run(a, "c_report", 4 + NV, params, PGRES_COMMAND_OK, &e)) == NULL)
-		goto fail;
-	PQclear(res);
-	if (!db_commit(a->conn, &e))
-		goto fail;
+	    !run_ok(a, "c_report", 4 + NV, params, &e) || !db_commit(a->conn, &e)) {
+		err_out(&e, err, errlen);
+		db_rollback(a->conn);
+		return false;
+	}
 	return true;
-fail:
-	err_out(&e, err, errlen);
-	db_rollback(a->conn);
-	return false;
 }
