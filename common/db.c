@@ -267,6 +267,51 @@ bool db_run(PGconn *conn, const char *sql, int n, const char *const *params, str
 	return res != NULL;
 }
 
+bool db_run_prepared(PGconn *conn, const char *name, int n, const char *const *params,
+		     struct db_err *e)
+{
+	PGresult *res = db_check(conn, PQexecPrepared(conn, name, n, params, NULL, NULL, 0),
+				 PGRES_COMMAND_OK, true, e);
+
+	PQclear(res);
+	return res != NULL;
+}
+
+bool db_send_run(PGconn *conn, const char *sql, int n, const char *const *params,
+		 struct db_err *e)
+{
+	if (PQsendQueryParams(conn, sql, n, NULL, params, NULL, NULL, 0))
+		return true;
+	db_err_fill(e, conn, NULL);
+	return false;
+}
+
+bool db_busy(PGconn *conn)
+{
+	return PQconsumeInput(conn) != 0 && PQisBusy(conn);
+}
+
+bool db_collect(PGconn *conn, struct db_err *e)
+{
+	PGresult *res;
+	bool ok = true;
+
+	while ((res = PQgetResult(conn)) != NULL) {
+		ExecStatusType st = PQresultStatus(res);
+
+		if (ok && st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+			db_err_fill(e, conn, res);
+			ok = false;
+		}
+		PQclear(res);
+	}
+	if (ok && db_lost(conn)) {
+		db_err_fill(e, conn, NULL);
+		ok = false;
+	}
+	return ok;
+}
+
 bool db_prepare(PGconn *conn, const char *name, const char *sql, int n, struct db_err *e)
 {
 	PGresult *res = db_check(conn, PQprepare(conn, name, sql, n, NULL), PGRES_COMMAND_OK,

@@ -94,6 +94,21 @@ PGresult *db_query_prepared(PGconn *conn, const char *name, int n, const char *c
 bool db_run(PGconn *conn, const char *sql, int n, const char *const *params, struct db_err *e)
 	__attribute__((warn_unused_result));
 
+/* db_run for a statement prepared on conn (text parameters). */
+bool db_run_prepared(PGconn *conn, const char *name, int n, const char *const *params,
+		     struct db_err *e) __attribute__((warn_unused_result));
+
+/* Without waiting: one statement in flight on conn at a time. db_send_run
+ * sends sql (text parameters) and returns at once (false with e filled
+ * when it could not be sent); db_busy reads what arrived and says whether
+ * it still runs (a lost connection is not busy); db_collect waits for it
+ * and takes every result: true when it succeeded (command or rows), false
+ * with e filled (also when the connection is gone). */
+bool db_send_run(PGconn *conn, const char *sql, int n, const char *const *params,
+		 struct db_err *e) __attribute__((warn_unused_result));
+bool db_busy(PGconn *conn);
+bool db_collect(PGconn *conn, struct db_err *e);
+
 /* Prepare sql as name on conn (n parameters, types inferred). False with e
  * filled. */
 bool db_prepare(PGconn *conn, const char *name, const char *sql, int n, struct db_err *e)

@@ -154,8 +154,7 @@ struct cdc {
 	bool mark_busy;        /* a mark UPDATE is in flight on db */
 	uint64_t mark_lsn;     /* ... and the position it settles */
 	int mark_n;
-	char *arr;             /* scratch for the id array literal */
-	size_t arrcap;
+	struct db_array arr;   /* the mark's id array */
 
 	int64_t status_ms, heartbeat_ms, slot_ms, warn_ms, counters_ms, summary_ms;
 	int64_t summary_published;
@@ -209,32 +208,27 @@ static const char SQL_SLOT[] =
 static PGconn *cdc_repl_connect(struct cdc *x, char *err, size_t errlen)
 {
 	char appname[64];
-	const char *kw[] = { "dbname", "replication", "application_name", NULL };
-	const char *val[] = { x->cfg->db_conninfo, "database", appname, NULL };
+	struct db_conn_opts o = { .appname = appname, .replication = true };
+	struct db_err e;
 	PGconn *conn;
 
 	snprintf(appname, sizeof appname, "outbox-relay[%d] cdc", x->id);
-	conn = PQconnectdbParams(kw, val, 1);
-	if (conn == NULL || PQstatus(conn) != CONNECTION_OK) {
-		db_error(conn, NULL, err, errlen);
-		PQfinish(conn);
-		return NULL;
-	}
+	conn = db_open(x->cfg->db_conninfo, &o, &e);
+	if (conn == NULL)
+		snprintf(err, errlen, "%s", e.msg);
 	return conn;
 }
 
-/* Run a one-row query with text parameters; the caller clears the result.
- * NULL with the message in err unless it returned tuples. */
-static PGresult *cdc_query(PGconn *conn, const char *sql, int n, const char *const *params,
-			   char *err, size_t errlen)
+/* Rows of sql on the ordinary connection; NULL with the message in err. */
+static PGresult *cdc_rows(struct cdc *x, const char *sql, int n, const char *const *params,
+			  char *err, size_t errlen)
 {
-	PGresult *res = PQexecParams(conn, sql, n, NULL, params, NULL, NULL, 0);
+	struct db_err e;
+	PGresult *res = db_query(x->db, sql, n, params, PGRES_TUPLES_OK, &e);
 
-	if (PQresultStatus(res) == PGRES_TUPLES_OK)
-		return res;
-	db_error(conn, res, err, errlen);
-	PQclear(res);
-	return NULL;
+	if (res == NULL)
+		snprintf(err, errlen, "%s", e.msg);
+	return res;
 }
 
 static void cdc_counters_flush(struct cdc *x)
@@ -286,12 +280,9 @@ static void cdc_stream_reset(struct cdc *x)
 	x->nmark = 0;
 	x->pending_lsn = 0;
 	if (x->mark_busy) {
-		PGresult *res;
-
 		/* The marks may or may not commit; either is fine (sent_at is
 		 * only ever set for acknowledged rows). Free the connection. */
-		while ((res = PQgetResult(x->db)) != NULL)
-			PQclear(res);
+		(void)db_collect(x->db, NULL);
 		x->mark_busy = false;
 	}
 }
@@ -338,7 +329,7 @@ static void cdc_blocked_clear(struct cdc *x)
  * no longer among them, which ends the session (point 5). */
 static bool cdc_blocked_read(struct cdc *x, bool fill, bool *released, char *err, size_t errlen)
 {
-	PGresult *res = cdc_query(x->db, SQL_REFUSED_AGGS, 0, NULL, err, errlen);
+	PGresult *res = cdc_rows(x, SQL_REFUSED_AGGS, 0, NULL, err, errlen);
 	int n;
 
 	*released = false;
@@ -398,7 +389,7 @@ static bool cdc_outbox_partition(struct cdc *x, const struct pgo_rel *rel, bool 
 	if (!cdc_mark_done(x, true, &moved, err, errlen))
 		return false;
 	snprintf(oid, sizeof oid, "%u", rel->relid);
-	res = cdc_query(x->db,
+	res = cdc_rows(x,
 			"SELECT CASE WHEN NOT EXISTS (SELECT 1 FROM pg_class WHERE oid = $1::oid)"
 			"  THEN 'gone' WHEN EXISTS (SELECT 1 FROM pg_partition_ancestors($1::oid::regclass) a"
 			"                    WHERE a.relid = 'public.outbox'::regclass)"
@@ -623,7 +614,7 @@ static bool cdc_refuse(struct cdc *x, const struct cdc_event *ev, char *err, siz
 {
 	char id[32], why[512];
 	const char *params[2] = { id, why };
-	PGresult *res;
+	struct db_err e;
 	bool moved;
 
 	if (!cdc_blocked_add(x, ev->row.aggregate_id)) {
@@ -637,13 +628,10 @@ static bool cdc_refuse(struct cdc *x, const struct cdc_event *ev, char *err, siz
 		 "the payload is updated or refused_at is cleared, or for %d s)",
 		 rd_kafka_err2name(ev->row.err), rd_kafka_err2str(ev->row.err),
 		 PUBLISH_REFUSED_RETRY_S);
-	res = PQexecParams(x->db, SQL_REFUSE, 2, NULL, params, NULL, NULL, 0);
-	if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-		db_error(x->db, res, err, errlen);
-		PQclear(res);
+	if (!db_run(x->db, SQL_REFUSE, 2, params, &e)) {
+		snprintf(err, errlen, "%s", e.msg);
 		return false;
 	}
-	PQclear(res);
 	x->ctr.failed++;
 	log_warn("event %s (%s #%" PRId64 ", %zu bytes) refused by Kafka for good: %s; left "
 		 "unsent with refused_at, the later events of %s wait behind it (outboxctl "
@@ -749,7 +737,7 @@ static bool cdc_collect(struct cdc *x, char *err, size_t errlen)
 static bool cdc_mark_send(struct cdc *x, char *err, size_t errlen)
 {
 	const char *params[1];
-	size_t need = (size_t)x->nmark * 21 + 3, len = 0;
+	struct db_err e;
 
 	if (x->pending_lsn == 0 || x->mark_busy)
 		return true;
@@ -759,22 +747,13 @@ static bool cdc_mark_send(struct cdc *x, char *err, size_t errlen)
 		x->pending_lsn = 0;
 		return true;
 	}
-	if (need > x->arrcap) {
-		char *n = realloc(x->arr, need);
-
-		if (n == NULL) {
-			snprintf(err, errlen, "out of memory");
-			return false;
-		}
-		x->arr = n;
-		x->arrcap = need;
-	}
-	x->arr[len++] = '{';
+	db_array_clear(&x->arr);
 	for (int i = 0; i < x->nmark; i++)
-		len += (size_t)snprintf(x->arr + len, need - len, "%s%" PRId64, i ? "," : "",
-					x->mark_ids[i]);
-	x->arr[len++] = '}';
-	x->arr[len] = '\0';
+		db_array_add_int(&x->arr, x->mark_ids[i]);
+	if ((params[0] = db_array_text(&x->arr)) == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return false;
+	}
 	/* The reports being marked are in: were they the recorded cluster's?
 	 * Anything but a plain yes marks nothing and confirms nothing (point 4). */
 	if (x->pub.rk == NULL) {
@@ -799,9 +778,8 @@ static bool cdc_mark_send(struct cdc *x, char *err, size_t errlen)
 		return false;
 	}
 	crash_point("relay.after_publish");
-	params[0] = x->arr;
-	if (!PQsendQueryParams(x->db, SQL_MARK, 1, NULL, params, NULL, NULL, 0)) {
-		db_error(x->db, NULL, err, errlen);
+	if (!db_send_run(x->db, SQL_MARK, 1, params, &e)) {
+		snprintf(err, errlen, "%s", e.msg);
 		return false;
 	}
 	x->mark_busy = true;
@@ -818,26 +796,18 @@ static bool cdc_mark_send(struct cdc *x, char *err, size_t errlen)
  * go out again. */
 static bool cdc_mark_done(struct cdc *x, bool wait, bool *moved, char *err, size_t errlen)
 {
-	PGresult *res;
-	bool ok = true;
+	struct db_err e;
 
 	*moved = false;
 	if (!x->mark_busy)
 		return true;
-	if (!wait && (PQconsumeInput(x->db) == 0 || PQisBusy(x->db))) {
-		if (PQstatus(x->db) != CONNECTION_BAD)
-			return true;
-	}
-	while ((res = PQgetResult(x->db)) != NULL) {
-		if (ok && PQresultStatus(res) != PGRES_COMMAND_OK) {
-			db_error(x->db, res, err, errlen);
-			ok = false;
-		}
-		PQclear(res);
-	}
+	if (!wait && db_busy(x->db))
+		return true;
 	x->mark_busy = false;
-	if (!ok)
+	if (!db_collect(x->db, &e)) {
+		snprintf(err, errlen, "%s", e.msg);
 		return false;
+	}
 	x->ctr.marked += x->mark_n;
 	crash_point("relay.after_mark");
 	if (x->mark_lsn > x->flush_lsn) {
@@ -852,14 +822,15 @@ static bool cdc_mark_done(struct cdc *x, bool wait, bool *moved, char *err, size
 static bool cdc_ensure_publication(struct cdc *x, char *err, size_t errlen)
 {
 	const char *params[1] = { x->cfg->relay_publication };
-	PGresult *res = cdc_query(x->db,
+	PGresult *res = cdc_rows(x,
 				  "SELECT count(*), count(*) FILTER (WHERE EXISTS ("
 				  "  SELECT 1 FROM pg_publication_tables t WHERE t.pubname = p.pubname"
 				  "   AND t.schemaname = 'public' AND t.tablename = 'outbox'))"
 				  "  FROM pg_publication p WHERE p.pubname = $1",
 				  1, params, err, errlen);
 	char *ident, sql[256];
-	bool exists, carries, ok;
+	struct db_err e;
+	bool exists, carries;
 
 	if (res == NULL)
 		return false;
@@ -884,13 +855,15 @@ static bool cdc_ensure_publication(struct cdc *x, char *err, size_t errlen)
 			 "CREATE PUBLICATION %s FOR TABLE public.outbox "
 			 "WITH (publish = 'insert', publish_via_partition_root = true)", ident);
 	PQfreemem(ident);
-	ok = db_exec(x->db, sql, err, errlen);
-	if (ok)
+	if (db_run(x->db, sql, 0, NULL, &e)) {
 		log_info("%s publication %s on public.outbox (inserts)",
 			 exists ? "re-pointed" : "created", x->cfg->relay_publication);
-	else if (strstr(err, "already exists") != NULL)
-		ok = true; /* another relay was quicker */
-	return ok;
+		return true;
+	}
+	if (strcmp(e.sqlstate, DB_DUPLICATE_OBJECT) == 0)
+		return true; /* another relay was quicker */
+	snprintf(err, errlen, "%s", e.msg);
+	return false;
 }
 
 struct cdc_slot {
@@ -904,7 +877,7 @@ struct cdc_slot {
 static bool cdc_slot_read(struct cdc *x, struct cdc_slot *s, char *err, size_t errlen)
 {
 	const char *params[1] = { x->cfg->relay_slot };
-	PGresult *res = cdc_query(x->db, SQL_SLOT, 1, params, err, errlen);
+	PGresult *res = cdc_rows(x, SQL_SLOT, 1, params, err, errlen);
 
 	memset(s, 0, sizeof *s);
 	if (res == NULL)
@@ -929,7 +902,7 @@ static bool cdc_slot_read(struct cdc *x, struct cdc_slot *s, char *err, size_t e
 static bool cdc_slot_drop(struct cdc *x, char *err, size_t errlen)
 {
 	const char *params[1] = { x->cfg->relay_slot };
-	PGresult *res = cdc_query(x->db, "SELECT pg_drop_replication_slot($1)", 1, params, err,
+	PGresult *res = cdc_rows(x, "SELECT pg_drop_replication_slot($1)", 1, params, err,
 				  errlen);
 
 	if (res == NULL)
@@ -951,7 +924,7 @@ static enum lead_result cdc_slot_create(struct cdc *x, char *err, size_t errlen)
 	rc = poll_drain(x->cfg, x->id, INT64_MAX, false, NULL, x->stop);
 	if (rc != 0)
 		return rc == 2 ? LEAD_CONFIG : *x->stop ? LEAD_STOPPED : LEAD_RETRY;
-	res = cdc_query(x->db, "SELECT lsn FROM pg_create_logical_replication_slot($1, 'pgoutput')",
+	res = cdc_rows(x, "SELECT lsn FROM pg_create_logical_replication_slot($1, 'pgoutput')",
 			1, params, err, errlen);
 	if (res == NULL)
 		return db_lost(x->db) ? LEAD_DB_LOST : LEAD_RETRY;
@@ -974,7 +947,7 @@ static enum lead_result cdc_catch_up(struct cdc *x, char *err, size_t errlen)
 	int rc;
 
 	poll_marked_free(&x->caught);
-	res = cdc_query(x->db, "SELECT coalesce(max(id), 0) FROM public.outbox", 0, NULL, err,
+	res = cdc_rows(x, "SELECT coalesce(max(id), 0) FROM public.outbox", 0, NULL, err,
 			errlen);
 	if (res == NULL)
 		return db_lost(x->db) ? LEAD_DB_LOST : LEAD_RETRY;
@@ -984,7 +957,7 @@ static enum lead_result cdc_catch_up(struct cdc *x, char *err, size_t errlen)
 	if (rc != 0)
 		return rc == 2 ? LEAD_CONFIG : *x->stop ? LEAD_STOPPED : LEAD_RETRY;
 	/* Every row the drain marked committed before this position. */
-	res = cdc_query(x->db, "SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::bigint", 0,
+	res = cdc_rows(x, "SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::bigint", 0,
 			NULL, err, errlen);
 	if (res == NULL) {
 		poll_marked_free(&x->caught);
@@ -1075,6 +1048,7 @@ static enum lead_result cdc_start(struct cdc *x, char *err, size_t errlen)
 {
 	char *slot = NULL, *pub = NULL, sql[512];
 	PGresult *res;
+	struct db_err e;
 	enum lead_result out = LEAD_RETRY;
 	bool released;
 
@@ -1098,12 +1072,11 @@ static enum lead_result cdc_start(struct cdc *x, char *err, size_t errlen)
 	snprintf(sql, sizeof sql,
 		 "START_REPLICATION SLOT %s LOGICAL 0/0 (\"proto_version\" '1', "
 		 "\"publication_names\" %s, \"messages\" 'true')", slot, pub);
-	res = PQexec(x->repl, sql);
-	if (PQresultStatus(res) != PGRES_COPY_BOTH) {
-		db_error(x->repl, res, err, errlen);
-		/* 55006: the slot is still held by the walsender of a relay
-		 * that just died; it goes away when the server notices. */
-		PQclear(res);
+	/* 55006: the slot is still held by the walsender of a relay that
+	 * just died; it goes away when the server notices (we retry). */
+	res = db_query(x->repl, sql, 0, NULL, PGRES_COPY_BOTH, &e);
+	if (res == NULL) {
+		snprintf(err, errlen, "%s", e.msg);
 		goto out;
 	}
 	PQclear(res);
@@ -1178,13 +1151,13 @@ bad:
 
 static void cdc_heartbeat(struct cdc *x)
 {
-	PGresult *res = PQexec(x->db, "SELECT pg_logical_emit_message(false, 'outboxd.heartbeat', '')");
+	struct db_err e;
 
-	if (PQresultStatus(res) == PGRES_TUPLES_OK)
+	if (db_run(x->db, "SELECT pg_logical_emit_message(false, 'outboxd.heartbeat', '')", 0,
+		   NULL, &e))
 		x->ctr.heartbeats++;
 	else
-		log_warn("heartbeat: %s", PQresultErrorMessage(res));
-	PQclear(res);
+		log_warn("heartbeat: %s", e.msg);
 	x->heartbeat_ms = util_mono_ms();
 }
 
@@ -1337,20 +1310,17 @@ static enum lead_result cdc_stream(struct cdc *x, char *err, size_t errlen)
 
 static bool cdc_db_open(struct cdc *x)
 {
-	char appname[64], err[512];
-	const char *params[1] = { appname };
-	PGresult *res;
+	char appname[64];
+	struct db_conn_opts o = { .appname = appname };
+	struct db_err e;
 
-	x->db = db_connect_retry(x->cfg->db_conninfo, "relay", x->stop);
+	snprintf(appname, sizeof appname, "outbox-relay[%d]", x->id);
+	x->db = db_open_retry(x->cfg->db_conninfo, &o, "relay", x->stop);
 	if (x->db == NULL)
 		return false;
-	snprintf(appname, sizeof appname, "outbox-relay[%d]", x->id);
-	res = PQexecParams(x->db, "SELECT set_config('application_name', $1, false)", 1, NULL,
-			   params, NULL, NULL, 0);
-	PQclear(res);
 	/* No JIT for the mark UPDATEs of thousands of ids (as poll.c). */
-	if (!db_exec(x->db, "SET jit = off", err, sizeof err))
-		log_warn("SET jit = off: %s", err);
+	if (!db_run(x->db, "SET jit = off", 0, NULL, &e))
+		log_warn("SET jit = off: %s", e.msg);
 	return true;
 }
 
@@ -1360,7 +1330,7 @@ static bool cdc_try_lead(struct cdc *x, bool *lost)
 {
 	const char *params[1] = { x->cfg->relay_slot };
 	char err[512];
-	PGresult *res = cdc_query(x->db,
+	PGresult *res = cdc_rows(x,
 				  "SELECT pg_try_advisory_lock(" CDC_STR(CDC_LOCK_NS) ", hashtext($1))", 1,
 				  params, err, sizeof err);
 	bool got;
@@ -1388,7 +1358,7 @@ static void cdc_free(struct cdc *x)
 	free(x->blocked);
 	free(x->rels);
 	free(x->mark_ids);
-	free(x->arr);
+	db_array_free(&x->arr);
 }
 
 int cdc_run(const struct conf *c, int relay_id, volatile sig_atomic_t *stop,

@@ -43,29 +43,22 @@ void cluster_guard_init(struct cluster_guard *g, int relay_id, const char *broke
 static bool cluster_fetch(PGconn *conn, const char *sql, struct cluster_record *rec,
 			  char *err, size_t errlen)
 {
-	PGresult *res = PQexecParams(conn, sql, 0, NULL, NULL, NULL, NULL, 0);
-	bool ok = false;
+	struct db_err e;
+	PGresult *res = db_query(conn, sql, 0, NULL, PGRES_TUPLES_OK, &e);
 
 	memset(rec, 0, sizeof *rec);
-	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-		size_t n;
-
-		db_error(conn, res, err, errlen);
-		n = strlen(err);
-		if (strcmp(db_sqlstate(res), "42P01") == 0 && n < errlen) /* undefined_table */
-			snprintf(err + n, errlen - n, " (run outboxctl migrate: the Kafka cluster "
-				 "guard needs sql/005)");
-		goto out;
+	if (res == NULL) {
+		snprintf(err, errlen, "%s%s", e.msg, strcmp(e.sqlstate, DB_UNDEFINED_TABLE) == 0
+			 ? " (run outboxctl migrate: the Kafka cluster guard needs sql/005)" : "");
+		return false;
 	}
 	if (PQntuples(res) == 1) {
 		snprintf(rec->id, sizeof rec->id, "%s", PQgetvalue(res, 0, 0));
 		snprintf(rec->accepted_at, sizeof rec->accepted_at, "%s", PQgetvalue(res, 0, 1));
 		snprintf(rec->accepted_by, sizeof rec->accepted_by, "%s", PQgetvalue(res, 0, 2));
 	}
-	ok = true;
-out:
 	PQclear(res);
-	return ok;
+	return true;
 }
 
 bool cluster_read(PGconn *conn, struct cluster_record *rec, char *err, size_t errlen)
@@ -78,13 +71,12 @@ static bool cluster_command(PGconn *conn, const char *sql, const char *id, const
 			    char *err, size_t errlen)
 {
 	const char *params[2] = { id, by };
-	PGresult *res = PQexecParams(conn, sql, 2, NULL, params, NULL, NULL, 0);
-	bool ok = PQresultStatus(res) == PGRES_COMMAND_OK;
+	struct db_err e;
 
-	if (!ok)
-		db_error(conn, res, err, errlen);
-	PQclear(res);
-	return ok;
+	if (db_run(conn, sql, 2, params, &e))
+		return true;
+	snprintf(err, errlen, "%s", e.msg);
+	return false;
 }
 
 /* The recorded cluster, recording id first when there is none. */
@@ -181,22 +173,22 @@ const char *cluster_mismatch(const struct cluster_guard *g)
 bool cluster_accept(PGconn *conn, const char *id, const char *by, struct cluster_record *old,
 		    char *err, size_t errlen)
 {
-	bool ok = false;
+	struct db_err e;
 
-	if (!db_exec(conn, "BEGIN", err, errlen))
+	if (!db_begin(conn, &e)) {
+		snprintf(err, errlen, "%s", e.msg);
 		return false;
-	if (!cluster_fetch(conn, SQL_LOCK, old, err, errlen) ||
-	    !cluster_command(conn, SQL_REPLACE, id, by, err, errlen) ||
-	    !db_exec(conn, "COMMIT", err, errlen))
-		goto out;
-	ok = true;
-out:
-	if (!ok && !db_lost(conn)) {
-		PGresult *res = PQexec(conn, "ROLLBACK");
-
-		PQclear(res);
 	}
-	return ok;
+	if (!cluster_fetch(conn, SQL_LOCK, old, err, errlen) ||
+	    !cluster_command(conn, SQL_REPLACE, id, by, err, errlen)) {
+		db_rollback(conn);
+		return false;
+	}
+	if (!db_commit(conn, &e)) {
+		snprintf(err, errlen, "%s", e.msg);
+		return false;
+	}
+	return true;
 }
 
 bool cluster_id_valid(const char *s)

@@ -5,6 +5,9 @@
  *   BEGIN; claim; re-check; publish; wait for every delivery report;
  *   mark the acknowledged per-aggregate prefix; COMMIT.
  *
+ * (the stages pass_claim, pass_recheck, pass_publish, pass_mark and
+ * pass_commit of relay_pass, below).
+ *
  * Publish first, mark second, in the same transaction that holds the row
  * locks: a crash anywhere before COMMIT leaves every row unsent, so the
  * next pass publishes it again (at-least-once, never lost). sent_at is set
@@ -176,13 +179,6 @@ static const struct {
 	{ "relay_mark_failed", SQL_MARK_FAILED, 3 },
 };
 
-/* Growable string for array literals. */
-struct sbuf {
-	char *s;
-	size_t len, cap;
-	bool oom;
-};
-
 /* One aggregate of the batch and its oldest unsent seq (from the re-check). */
 struct agg_min {
 	const char *aggregate_id;
@@ -224,67 +220,10 @@ struct relay {
 	int64_t summary_ms;
 	int64_t summary_published;
 	bool notified;
-	struct sbuf a1, a2, a3, a4; /* scratch for array literals */
+	struct db_array aggs;       /* the re-check's aggregates */
+	struct db_array sent, failed_ids, failed_why, failed_refused; /* the marks */
 	struct poll_marked *marked; /* a drain's record of what it marked, or NULL */
 };
-
-static void sb_reset(struct sbuf *b)
-{
-	b->len = 0;
-	b->oom = false;
-	if (b->s != NULL)
-		b->s[0] = '\0';
-}
-
-static void sb_put(struct sbuf *b, const char *s, size_t n)
-{
-	if (b->oom)
-		return;
-	if (b->len + n + 1 > b->cap) {
-		size_t cap = b->cap ? b->cap : 1024;
-		char *ns;
-
-		while (b->len + n + 1 > cap)
-			cap *= 2;
-		ns = realloc(b->s, cap);
-		if (ns == NULL) {
-			b->oom = true;
-			return;
-		}
-		b->s = ns;
-		b->cap = cap;
-	}
-	memcpy(b->s + b->len, s, n);
-	b->len += n;
-	b->s[b->len] = '\0';
-}
-
-static void sb_puts(struct sbuf *b, const char *s)
-{
-	sb_put(b, s, strlen(s));
-}
-
-/* Append one element to a PostgreSQL array literal (the caller writes the
- * braces; b->len > 1 means an element came before), double-quoted with
- * backslash escapes, so any text (commas, braces, quotes) survives. */
-static void sb_array_elem(struct sbuf *b, const char *s)
-{
-	sb_put(b, b->len > 1 ? ",\"" : "\"", b->len > 1 ? 2 : 1);
-	for (const char *p = s; *p != '\0'; p++) {
-		if (*p == '"' || *p == '\\')
-			sb_put(b, "\\", 1);
-		sb_put(b, p, 1);
-	}
-	sb_put(b, "\"", 1);
-}
-
-static void sb_array_int(struct sbuf *b, int64_t v)
-{
-	char num[32];
-	int n = snprintf(num, sizeof num, "%s%" PRId64, b->len > 1 ? "," : "", v);
-
-	sb_put(b, num, (size_t)n);
-}
 
 /* Add one id; a pass adds its ids in ascending order, so a backlog's
  * consecutive ids extend the last run. */
@@ -366,18 +305,14 @@ void poll_marked_free(struct poll_marked *m)
  * when set-up failed (logged; the connection is closed). */
 static bool relay_db_open(struct relay *r)
 {
-	char err[1024], appname[64];
-	const char *params[1];
-	PGresult *res;
+	char appname[64];
+	struct db_conn_opts o = { .appname = appname };
+	struct db_err e;
 
-	r->conn = db_connect_retry(r->cfg->db_conninfo, "relay", r->stop);
+	snprintf(appname, sizeof appname, "outbox-relay[%d]", r->id);
+	r->conn = db_open_retry(r->cfg->db_conninfo, &o, "relay", r->stop);
 	if (r->conn == NULL)
 		return false;
-	snprintf(appname, sizeof appname, "outbox-relay[%d]", r->id);
-	params[0] = appname;
-	res = PQexecParams(r->conn, "SELECT set_config('application_name', $1, false)", 1, NULL,
-			   params, NULL, NULL, 0);
-	PQclear(res);
 	/* The claim's advisory-lock filter must run on the ordered scan of
 	 * outbox_unsent below the LIMIT: a sequential scan plus sort would
 	 * evaluate it for EVERY unsent row (locking every aggregate of the
@@ -386,27 +321,21 @@ static bool relay_db_open(struct relay *r)
 	 * statements are the ones below. JIT off: the claim and the marks of
 	 * a large batch cross jit_above_cost, and compiling them took about
 	 * 40 % of the backend's CPU for nothing (each runs in milliseconds). */
-	if (!db_exec(r->conn, "SET jit = off", err, sizeof err) ||
-	    !db_exec(r->conn, "SET enable_seqscan = off", err, sizeof err) ||
-	    !db_exec(r->conn, "SET enable_bitmapscan = off", err, sizeof err) ||
-	    !db_exec(r->conn, "SET enable_sort = off", err, sizeof err))
+	if (!db_run(r->conn, "SET jit = off", 0, NULL, &e) ||
+	    !db_run(r->conn, "SET enable_seqscan = off", 0, NULL, &e) ||
+	    !db_run(r->conn, "SET enable_bitmapscan = off", 0, NULL, &e) ||
+	    !db_run(r->conn, "SET enable_sort = off", 0, NULL, &e))
 		goto fail;
-	for (size_t i = 0; i < sizeof relay_statements / sizeof relay_statements[0]; i++) {
-		res = PQprepare(r->conn, relay_statements[i].name, relay_statements[i].sql,
-				relay_statements[i].nparams, NULL);
-		if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-			db_error(r->conn, res, err, sizeof err);
-			PQclear(res);
+	for (size_t i = 0; i < sizeof relay_statements / sizeof relay_statements[0]; i++)
+		if (!db_prepare(r->conn, relay_statements[i].name, relay_statements[i].sql,
+				relay_statements[i].nparams, &e))
 			goto fail;
-		}
-		PQclear(res);
-	}
-	if (r->cfg->relay_notify && !db_exec(r->conn, "LISTEN outboxd_outbox", err, sizeof err))
+	if (r->cfg->relay_notify && !db_run(r->conn, "LISTEN outboxd_outbox", 0, NULL, &e))
 		goto fail;
 	r->notified = true; /* anything may have happened while we were away */
 	return true;
 fail:
-	log_warn("database set-up failed: %s", err);
+	log_warn("database set-up failed: %s", e.msg);
 	PQfinish(r->conn);
 	r->conn = NULL;
 	return false;
@@ -493,116 +422,133 @@ static int relay_choose(struct relay *r, int n, const struct agg_min *mins, int 
 	return groups;
 }
 
-/* Roll back the pass's transaction (if the connection still works). */
-static void relay_rollback(struct relay *r)
-{
-	PGresult *res;
+/* ---- one pass, in stages: claim, re-check, publish, mark, commit --------
+ *
+ * Each stage returns PASS_NEXT to go on, or the pass's result; a stage that
+ * returns anything else has left no transaction open (pass_db_fail and
+ * db_rollback end it). */
 
-	if (db_lost(r->conn))
-		return;
-	res = PQexec(r->conn, "ROLLBACK");
-	PQclear(res);
+#define PASS_NEXT (-1) /* a stage's "go on"; never a pass's result */
+
+/* What the stages of one pass hand each other. */
+struct pass {
+	char id[64];                /* relay.pid.pass, for the log and the publish log */
+	PGresult *claim;            /* the rows' strings point into it */
+	int n;                      /* rows claimed */
+	int enq, acked, failed;     /* publish */
+	int marked, unmarked, refused, transient; /* mark */
+	int64_t left;               /* lowest id claimed and not marked */
+	int64_t claimed_us;         /* wall clock of the claim, for the publish log */
+	int64_t t0, t_claim, t_kafka, t_mark;
+	char first_err[256], first_refused[256];
+	struct db_err e;            /* why a statement failed */
+};
+
+/* A statement failed: roll back (when the connection still works) and say
+ * so. PASS_DB_LOST when the connection is gone, else PASS_RETRY. */
+static enum pass_result pass_db_fail(struct relay *r, const struct pass *p)
+{
+	if (db_lost(r->conn)) {
+		log_warn("pass %s: database connection lost: %s", p->id, p->e.msg);
+		return PASS_DB_LOST;
+	}
+	log_warn("pass %s: %s; rolled back", p->id, p->e.msg);
+	db_rollback(r->conn);
+	return PASS_RETRY;
 }
 
-/* One pass. Returns what happened (enum pass_result); never leaves a
- * transaction open. */
-static enum pass_result relay_pass(struct relay *r)
+/* Before the batch: publish nothing to another cluster. A broker that does
+ * not answer is no reason to stop here (the reports will say); the check
+ * before marking is the one that decides. */
+static int pass_cluster_before(struct relay *r, struct pass *p)
 {
-	const struct conf *c = r->cfg;
-	PGresult *claim = NULL, *res = NULL;
-	char err[1024] = "", pass_id[64], limit[16], bound[24], low[24], first_err[256] = "";
-	char first_refused[256] = "";
-	const char *params[3];
-	int n = 0, nmins = 0, enq = 0, acked = 0, failed = 0, marked = 0, unmarked = 0;
-	int refused = 0, transient = 0;
-	int64_t claimed_us, t0 = util_mono_ms(), t_claim = 0, t_kafka = 0, t_mark = 0;
-	int64_t left = INT64_MAX; /* lowest id claimed and not marked */
-	enum pass_result out = PASS_RETRY;
+	char err[1024];
 
-	r->pass_no++;
-	snprintf(pass_id, sizeof pass_id, "%d.%d.%" PRId64, r->id, (int)getpid(), r->pass_no);
-	/* Before the batch: publish nothing to another cluster. A broker that
-	 * does not answer is no reason to stop here (the reports will say);
-	 * the check before marking is the one that decides. */
 	switch (cluster_check(&r->cluster, r->conn, r->pub.rk, RELAY_CLUSTER_BEFORE_MS, err,
 			      sizeof err)) {
 	case CLUSTER_OK:
-		break;
+		return PASS_NEXT;
 	case CLUSTER_BACK:
-		out = PASS_CLUSTER_BACK;
-		goto out;
+		return PASS_CLUSTER_BACK;
 	case CLUSTER_OTHER:
-		out = PASS_CLUSTER;
-		goto out;
+		return PASS_CLUSTER;
 	case CLUSTER_UNKNOWN:
-		if (db_lost(r->conn))
-			goto db_fail;
-		log_debug("pass %s: Kafka cluster id not checked before the batch: %s", pass_id, err);
-		err[0] = '\0';
 		break;
 	}
-	if (!db_exec(r->conn, "BEGIN", err, sizeof err))
-		goto db_fail;
-	snprintf(limit, sizeof limit, "%d", c->relay_batch_size);
+	if (db_lost(r->conn)) {
+		snprintf(p->e.msg, sizeof p->e.msg, "%s", err);
+		return pass_db_fail(r, p);
+	}
+	log_debug("pass %s: Kafka cluster id not checked before the batch: %s", p->id, err);
+	return PASS_NEXT;
+}
+
+/* Claim: BEGIN, then the oldest unsent rows (SQL_CLAIM: disjoint, each
+ * aggregate locked), in id order from the cursor; r->order sorted by
+ * (aggregate_id, seq). PASS_IDLE (committed) when there are none. */
+static int pass_claim(struct relay *r, struct pass *p)
+{
+	char limit[16], bound[24], low[24];
+	const char *params[3] = { limit, bound, low };
+
+	if (!db_begin(r->conn, &p->e))
+		return pass_db_fail(r, p);
+	snprintf(limit, sizeof limit, "%d", r->cfg->relay_batch_size);
 	snprintf(bound, sizeof bound, "%" PRId64, r->max_id);
 	if (r->low == 0)
-		r->rescan_ms = t0;
+		r->rescan_ms = p->t0;
 	snprintf(low, sizeof low, "%" PRId64, r->low);
-	params[0] = limit;
-	params[1] = bound;
-	params[2] = low;
-	claim = PQexecPrepared(r->conn, "relay_claim", 3, params, NULL, NULL, 0);
-	claimed_us = util_now_us();
-	if (PQresultStatus(claim) != PGRES_TUPLES_OK) {
-		db_error(r->conn, claim, err, sizeof err);
-		goto db_fail;
-	}
-	n = PQntuples(claim);
-	if (n == 0) {
-		if (!db_exec(r->conn, "COMMIT", err, sizeof err))
-			goto db_fail;
-		out = PASS_IDLE;
-		goto out;
-	}
-
-	/* The batch, in id order. */
-	sb_reset(&r->a1);
-	sb_puts(&r->a1, "{");
-	for (int i = 0; i < n; i++) {
+	p->claim = db_query_prepared(r->conn, "relay_claim", 3, params, NULL, NULL,
+				     PGRES_TUPLES_OK, &p->e);
+	p->claimed_us = util_now_us();
+	if (p->claim == NULL)
+		return pass_db_fail(r, p);
+	p->n = PQntuples(p->claim);
+	if (p->n == 0)
+		return db_commit(r->conn, &p->e) ? PASS_IDLE : pass_db_fail(r, p);
+	for (int i = 0; i < p->n; i++) {
 		struct publish_row *row = &r->rows[i];
 
 		memset(row, 0, sizeof *row);
-		row->id = strtoll(PQgetvalue(claim, i, 0), NULL, 10);
-		row->event_id = PQgetvalue(claim, i, 1);
-		row->aggregate_type = PQgetvalue(claim, i, 2);
-		row->aggregate_id = PQgetvalue(claim, i, 3);
-		row->seq = strtoll(PQgetvalue(claim, i, 4), NULL, 10);
-		row->event_type = PQgetvalue(claim, i, 5);
-		row->payload = PQgetvalue(claim, i, 6);
-		row->payload_len = (size_t)PQgetlength(claim, i, 6);
+		row->id = strtoll(PQgetvalue(p->claim, i, 0), NULL, 10);
+		row->event_id = PQgetvalue(p->claim, i, 1);
+		row->aggregate_type = PQgetvalue(p->claim, i, 2);
+		row->aggregate_id = PQgetvalue(p->claim, i, 3);
+		row->seq = strtoll(PQgetvalue(p->claim, i, 4), NULL, 10);
+		row->event_type = PQgetvalue(p->claim, i, 5);
+		row->payload = PQgetvalue(p->claim, i, 6);
+		row->payload_len = (size_t)PQgetlength(p->claim, i, 6);
 		row->partition = -1;
 		row->offset = -1;
 		r->order[i] = i;
 	}
 	sort_rows = r->rows;
-	qsort(r->order, (size_t)n, sizeof *r->order, relay_cmp_rows);
-	for (int k = 0; k < n; k++)
+	qsort(r->order, (size_t)p->n, sizeof *r->order, relay_cmp_rows);
+	return PASS_NEXT;
+}
+
+/* Re-check under the lock with a fresh snapshot (point 3): each claimed
+ * aggregate's oldest unsent seq; relay_choose keeps each aggregate's run
+ * from there. */
+static int pass_recheck(struct relay *r, struct pass *p)
+{
+	const char *params[1];
+	PGresult *res;
+	int nmins = 0;
+
+	db_array_clear(&r->aggs);
+	for (int k = 0; k < p->n; k++)
 		if (k == 0 || strcmp(r->rows[r->order[k]].aggregate_id,
 				     r->rows[r->order[k - 1]].aggregate_id) != 0)
-			sb_array_elem(&r->a1, r->rows[r->order[k]].aggregate_id);
-	sb_puts(&r->a1, "}");
-	if (r->a1.oom) {
-		snprintf(err, sizeof err, "out of memory");
-		goto db_fail;
+			db_array_add(&r->aggs, r->rows[r->order[k]].aggregate_id);
+	if ((params[0] = db_array_text(&r->aggs)) == NULL) {
+		snprintf(p->e.msg, sizeof p->e.msg, "out of memory");
+		return pass_db_fail(r, p);
 	}
-
-	/* Re-check under the lock with a fresh snapshot (see the top). */
-	params[0] = r->a1.s;
-	res = PQexecPrepared(r->conn, "relay_recheck", 1, params, NULL, NULL, 0);
-	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-		db_error(r->conn, res, err, sizeof err);
-		goto db_fail;
-	}
+	res = db_query_prepared(r->conn, "relay_recheck", 1, params, NULL, NULL, PGRES_TUPLES_OK,
+				&p->e);
+	if (res == NULL)
+		return pass_db_fail(r, p);
 	for (int i = 0; i < PQntuples(res) && nmins < r->cap; i++) {
 		if (PQgetisnull(res, i, 1))
 			continue; /* nothing unsent: cannot happen while we hold its rows */
@@ -611,71 +557,74 @@ static enum pass_result relay_pass(struct relay *r)
 		nmins++;
 	}
 	qsort(r->mins, (size_t)nmins, sizeof *r->mins, relay_cmp_mins);
-	relay_choose(r, n, r->mins, nmins);
+	relay_choose(r, p->n, r->mins, nmins);
 	PQclear(res);
-	res = NULL;
-	t_claim = util_mono_ms();
+	p->t_claim = util_mono_ms();
 	crash_point("relay.after_claim");
+	return PASS_NEXT;
+}
 
-	/* Publish, then wait for every report. The stop flag does not cut
-	 * this short: on SIGTERM the in-flight batch finishes first. */
-	enq = publish_send(&r->pub, r->rows, n);
-	r->ctr.published += enq;
+/* Publish, then wait for every report. The stop flag does not cut this
+ * short: on SIGTERM the in-flight batch finishes first. Reports missing or
+ * a fatal producer error: nothing of the pass is trusted (librdkafka 2.0.2
+ * can raise a spurious fatal idempotence error after "possibly
+ * persisted"), so it rolls back and the producer is re-created. */
+static int pass_publish(struct relay *r, struct pass *p)
+{
+	const struct conf *c = r->cfg;
+	char err[1024];
+
+	p->enq = publish_send(&r->pub, r->rows, p->n);
+	r->ctr.published += p->enq;
 	if (!publish_wait(&r->pub, (long)c->kafka_delivery_timeout_ms + RELAY_REPORT_MARGIN_MS)) {
 		log_error("pass %s: %d delivery reports still missing after %d ms; "
 			  "rolling back and re-creating the producer",
-			  pass_id, publish_outstanding(),
+			  p->id, publish_outstanding(),
 			  c->kafka_delivery_timeout_ms + RELAY_REPORT_MARGIN_MS);
-		relay_rollback(r);
-		out = PASS_PRODUCER;
-		goto out;
+		db_rollback(r->conn);
+		return PASS_PRODUCER;
 	}
-	for (int i = 0; i < n; i++) {
+	for (int i = 0; i < p->n; i++) {
 		if (!r->rows[i].enqueued)
 			continue;
-		if (r->rows[i].err == RD_KAFKA_RESP_ERR_NO_ERROR) {
-			acked++;
-		} else {
-			failed++;
-		}
+		if (r->rows[i].err == RD_KAFKA_RESP_ERR_NO_ERROR)
+			p->acked++;
+		else
+			p->failed++;
 	}
-	r->ctr.acked += acked;
-	r->ctr.failed += failed;
+	r->ctr.acked += p->acked;
+	r->ctr.failed += p->failed;
 	if (kafka_take_fatal(err, sizeof err)) {
-		/* A fatal producer error: nothing of this pass is trusted, not
-		 * even what was acknowledged (librdkafka 2.0.2 can raise a
-		 * spurious fatal idempotence error after "possibly persisted").
-		 * Roll back; the rows go out again with a new producer. */
 		log_error("pass %s: fatal producer error (%s); rolled back, re-creating the producer",
-			  pass_id, err);
-		relay_rollback(r);
-		out = PASS_PRODUCER;
-		goto out;
+			  p->id, err);
+		db_rollback(r->conn);
+		return PASS_PRODUCER;
 	}
-	t_kafka = util_mono_ms();
+	p->t_kafka = util_mono_ms();
 	/* The log line goes out before the crash point, so a pass that dies
 	 * after the broker's acknowledgement still shows what it published. */
-	if (r->log_fd >= 0 && !publish_log_write(r->log_fd, r->id, pass_id, r->rows, n, claimed_us))
+	if (r->log_fd >= 0 &&
+	    !publish_log_write(r->log_fd, r->id, p->id, r->rows, p->n, p->claimed_us))
 		log_warn("publish log %s: write failed: %s", c->relay_publish_log, strerror(errno));
 	crash_point("relay.after_publish");
+	return PASS_NEXT;
+}
 
-	/* Mark each aggregate's acknowledged prefix: walk its rows in seq
-	 * order, mark while the report is a success, stop at the first
-	 * failure. Later rows of that aggregate (acknowledged or not) stay
-	 * unsent and get an attempt recorded. Rows never enqueued (after a
-	 * hole, or after an enqueue error) are left alone. A row Kafka refused
-	 * for good (publish_err_permanent) also gets refused_at, so the next
-	 * claims skip its aggregate; it does not make the pass back off. */
-	sb_reset(&r->a1);
-	sb_reset(&r->a2);
-	sb_reset(&r->a3);
-	sb_reset(&r->a4);
-	sb_puts(&r->a1, "{");
-	sb_puts(&r->a2, "{");
-	sb_puts(&r->a3, "{");
-	sb_puts(&r->a4, "{");
-	for (int k = 0, group = -1, broken = 0; k < n; k++) {
-		const struct publish_row *row = &r->rows[r->order[k]];
+/* Decide the marks (point 4): walk each aggregate's rows in seq order,
+ * mark while the report is a success, stop at the first failure. Later
+ * rows of that aggregate (acknowledged or not) stay unsent and get an
+ * attempt recorded. Rows never enqueued (after a hole, or after an enqueue
+ * error) are left alone. A row Kafka refused for good
+ * (publish_err_permanent) also gets refused_at, so the next claims skip
+ * its aggregate (point 5); it does not make the pass back off. */
+static bool pass_decide(struct relay *r, struct pass *p)
+{
+	db_array_clear(&r->sent);
+	db_array_clear(&r->failed_ids);
+	db_array_clear(&r->failed_why);
+	db_array_clear(&r->failed_refused);
+	for (int k = 0, group = -1, broken = 0; k < p->n; k++) {
+		struct publish_row *row = &r->rows[r->order[k]];
 		bool permanent = publish_err_permanent(row->err);
 		char why[300];
 
@@ -684,13 +633,13 @@ static enum pass_result relay_pass(struct relay *r)
 			broken = 0; /* 1: after a transient failure, 2: after a refusal */
 		}
 		if (!broken && row->enqueued && row->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
-			sb_array_int(&r->a1, row->id);
-			r->rows[r->order[k]].marked = true;
-			marked++;
+			db_array_add_int(&r->sent, row->id);
+			row->marked = true;
+			p->marked++;
 			continue;
 		}
-		if (row->id < left)
-			left = row->id;
+		if (row->id < p->left)
+			p->left = row->id;
 		if (!row->enqueued)
 			continue;
 		if (row->err != RD_KAFKA_RESP_ERR_NO_ERROR && permanent)
@@ -703,127 +652,141 @@ static enum pass_result relay_pass(struct relay *r)
 				 rd_kafka_err2str(row->err));
 		else
 			snprintf(why, sizeof why, "acknowledged but not marked: an earlier event "
-				 "of this aggregate failed in pass %s", pass_id);
+				 "of this aggregate failed in pass %s", p->id);
 		if (row->err != RD_KAFKA_RESP_ERR_NO_ERROR && permanent) {
-			if (refused++ == 0)
-				snprintf(first_refused, sizeof first_refused, "%s #%" PRId64 ", %zu "
-					 "bytes: %s", row->aggregate_id, row->seq, row->payload_len,
-					 rd_kafka_err2name(row->err));
+			if (p->refused++ == 0)
+				snprintf(p->first_refused, sizeof p->first_refused, "%s #%" PRId64
+					 ", %zu bytes: %s", row->aggregate_id, row->seq,
+					 row->payload_len, rd_kafka_err2name(row->err));
 			if (!broken)
 				broken = 2;
 		} else if (broken != 2) {
-			transient++;
-			if (first_err[0] == '\0')
-				snprintf(first_err, sizeof first_err, "%s",
+			p->transient++;
+			if (p->first_err[0] == '\0')
+				snprintf(p->first_err, sizeof p->first_err, "%s",
 					 rd_kafka_err2name(row->err));
 			broken = 1;
 		}
-		sb_array_int(&r->a2, row->id);
-		sb_array_elem(&r->a3, why);
-		sb_puts(&r->a4, r->a4.len > 1 ? (permanent ? ",t" : ",f") : (permanent ? "t" : "f"));
-		unmarked++;
+		db_array_add_int(&r->failed_ids, row->id);
+		db_array_add(&r->failed_why, why);
+		db_array_add(&r->failed_refused, permanent ? "t" : "f");
+		p->unmarked++;
 	}
-	sb_puts(&r->a1, "}");
-	sb_puts(&r->a2, "}");
-	sb_puts(&r->a3, "}");
-	sb_puts(&r->a4, "}");
-	if (r->a1.oom || r->a2.oom || r->a3.oom || r->a4.oom) {
-		snprintf(err, sizeof err, "out of memory");
-		goto db_fail;
-	}
-	if (marked > 0) {
-		/* After the reports, before marking: were they the recorded
-		 * cluster's? (The batch may have gone to a broker swapped in
-		 * since the check above.) Anything but a plain yes marks
-		 * nothing: the rows stay unsent and go out again. */
-		enum cluster_verdict v = cluster_check(&r->cluster, r->conn, r->pub.rk,
-						       RELAY_CLUSTER_AFTER_MS, err, sizeof err);
+	return !r->sent.failed && !r->failed_ids.failed && !r->failed_why.failed &&
+	       !r->failed_refused.failed;
+}
 
+/* Mark: after the reports, before marking, were they the recorded
+ * cluster's? (The batch may have gone to a broker swapped in since the
+ * check before the claim.) Anything but a plain yes marks nothing: the
+ * pass rolls back and the rows go out again. Then the marks. */
+static int pass_mark(struct relay *r, struct pass *p)
+{
+	const char *params[3];
+	enum cluster_verdict v;
+	char err[1024];
+
+	if (!pass_decide(r, p)) {
+		snprintf(p->e.msg, sizeof p->e.msg, "out of memory");
+		return pass_db_fail(r, p);
+	}
+	if (p->marked > 0) {
+		v = cluster_check(&r->cluster, r->conn, r->pub.rk, RELAY_CLUSTER_AFTER_MS, err,
+				  sizeof err);
+		if (v == CLUSTER_UNKNOWN && db_lost(r->conn)) {
+			snprintf(p->e.msg, sizeof p->e.msg, "%s", err);
+			return pass_db_fail(r, p);
+		}
 		if (v != CLUSTER_OK) {
-			if (v == CLUSTER_UNKNOWN && db_lost(r->conn))
-				goto db_fail;
 			if (v == CLUSTER_UNKNOWN)
 				log_warn("pass %s: %d acknowledged events not marked sent: the Kafka "
 					 "cluster id could not be checked (%s); rolled back, they go "
-					 "out again", pass_id, marked, err);
+					 "out again", p->id, p->marked, err);
 			else
 				log_error("pass %s: %d events acknowledged by a broker that is not on "
 					  "the recorded Kafka cluster %s: not marked sent, rolled back; "
-					  "they go out again to the recorded cluster", pass_id, marked,
+					  "they go out again to the recorded cluster", p->id, p->marked,
 					  r->cluster.rec.id);
-			relay_rollback(r);
-			out = v == CLUSTER_UNKNOWN ? PASS_RETRY :
-			      v == CLUSTER_BACK ? PASS_CLUSTER_BACK : PASS_CLUSTER;
-			goto out;
+			db_rollback(r->conn);
+			return v == CLUSTER_UNKNOWN ? PASS_RETRY :
+			       v == CLUSTER_BACK ? PASS_CLUSTER_BACK : PASS_CLUSTER;
 		}
-		params[0] = r->a1.s;
-		res = PQexecPrepared(r->conn, "relay_mark_sent", 1, params, NULL, NULL, 0);
-		if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-			db_error(r->conn, res, err, sizeof err);
-			goto db_fail;
-		}
-		PQclear(res);
-		res = NULL;
+		params[0] = db_array_text(&r->sent);
+		if (!db_run_prepared(r->conn, "relay_mark_sent", 1, params, &p->e))
+			return pass_db_fail(r, p);
 	}
-	if (unmarked > 0) {
-		params[0] = r->a2.s;
-		params[1] = r->a3.s;
-		params[2] = r->a4.s;
-		res = PQexecPrepared(r->conn, "relay_mark_failed", 3, params, NULL, NULL, 0);
-		if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-			db_error(r->conn, res, err, sizeof err);
-			goto db_fail;
-		}
-		PQclear(res);
-		res = NULL;
+	if (p->unmarked > 0) {
+		params[0] = db_array_text(&r->failed_ids);
+		params[1] = db_array_text(&r->failed_why);
+		params[2] = db_array_text(&r->failed_refused);
+		if (!db_run_prepared(r->conn, "relay_mark_failed", 3, params, &p->e))
+			return pass_db_fail(r, p);
 	}
-	t_mark = util_mono_ms();
+	p->t_mark = util_mono_ms();
 	crash_point("relay.after_mark");
-	if (!db_exec(r->conn, "COMMIT", err, sizeof err))
-		goto db_fail;
-	for (int i = 0; r->marked != NULL && i < n; i++)
+	return PASS_NEXT;
+}
+
+/* Commit: the marks and the locks go together. Then the drain's record,
+ * the counters and the log. */
+static int pass_commit(struct relay *r, struct pass *p)
+{
+	enum pass_result out;
+
+	if (!db_commit(r->conn, &p->e))
+		return pass_db_fail(r, p);
+	for (int i = 0; r->marked != NULL && i < p->n; i++)
 		if (r->rows[i].marked)
 			poll_marked_add(r->marked, r->rows[i].id);
 	r->ctr.passes++;
-	r->ctr.marked += marked;
-	if (refused > 0)
+	r->ctr.marked += p->marked;
+	if (p->refused > 0)
 		log_warn("pass %s: %d events refused by Kafka for good (first: %s); left unsent "
 			 "with refused_at and last_error, their aggregates are skipped (outboxctl "
-			 "status), every other one goes on", pass_id, refused, first_refused);
-	if (transient > 0) {
+			 "status), every other one goes on", p->id, p->refused, p->first_refused);
+	if (p->transient > 0) {
 		log_warn("pass %s: %d of %d deliveries failed (first: %s); %d marked sent, "
 			 "%d left unsent with the attempt recorded",
-			 pass_id, failed - refused, acked + failed,
-			 first_err[0] ? first_err : "none", marked, unmarked);
+			 p->id, p->failed - p->refused, p->acked + p->failed,
+			 p->first_err[0] ? p->first_err : "none", p->marked, p->unmarked);
 		out = PASS_RETRY;
 	} else {
-		out = n >= c->relay_batch_size && enq > 0 ? PASS_FULL : PASS_OK;
+		out = p->n >= r->cfg->relay_batch_size && p->enq > 0 ? PASS_FULL : PASS_OK;
 	}
 	/* Rows are in id order: the next full pass starts at the lowest one
-	 * left unsent, else past the last one. */
+	 * left unsent, else past the last one (the cursor, at the top). */
 	if (out == PASS_FULL)
-		r->low = left != INT64_MAX ? left : r->rows[n - 1].id + 1;
+		r->low = p->left != INT64_MAX ? p->left : r->rows[p->n - 1].id + 1;
 	log_debug("pass %s: claimed %d, published %d, acked %d, failed %d, marked %d in %" PRId64
 		  " ms (claim %" PRId64 ", kafka %" PRId64 ", mark %" PRId64 ", commit %" PRId64 ")",
-		  pass_id, n, enq, acked, failed, marked, util_mono_ms() - t0, t_claim - t0,
-		  t_kafka - t_claim, t_mark - t_kafka, util_mono_ms() - t_mark);
-	goto out;
+		  p->id, p->n, p->enq, p->acked, p->failed, p->marked, util_mono_ms() - p->t0,
+		  p->t_claim - p->t0, p->t_kafka - p->t_claim, p->t_mark - p->t_kafka,
+		  util_mono_ms() - p->t_mark);
+	return out;
+}
 
-db_fail:
-	if (db_lost(r->conn)) {
-		log_warn("pass %s: database connection lost: %s", pass_id, err);
-		out = PASS_DB_LOST;
-	} else {
-		log_warn("pass %s: %s; rolled back", pass_id, err);
-		relay_rollback(r);
-		out = PASS_RETRY;
-	}
-out:
+/* One pass: the stages above in order. Returns what happened (enum
+ * pass_result); never leaves a transaction open. */
+static enum pass_result relay_pass(struct relay *r)
+{
+	struct pass p;
+	int out;
+
+	memset(&p, 0, sizeof p);
+	p.left = INT64_MAX;
+	p.t0 = util_mono_ms();
+	r->pass_no++;
+	snprintf(p.id, sizeof p.id, "%d.%d.%" PRId64, r->id, (int)getpid(), r->pass_no);
+	if ((out = pass_cluster_before(r, &p)) == PASS_NEXT &&
+	    (out = pass_claim(r, &p)) == PASS_NEXT &&
+	    (out = pass_recheck(r, &p)) == PASS_NEXT &&
+	    (out = pass_publish(r, &p)) == PASS_NEXT &&
+	    (out = pass_mark(r, &p)) == PASS_NEXT)
+		out = pass_commit(r, &p);
 	if (out != PASS_FULL)
 		r->low = 0; /* caught up or in trouble: the next claim scans from id 0 */
-	PQclear(res);
-	PQclear(claim);
-	return out;
+	PQclear(p.claim);
+	return (enum pass_result)out;
 }
 
 /* Log an info line about every RELAY_SUMMARY_MS when something went out. */
@@ -889,10 +852,11 @@ static void relay_free(struct relay *r)
 	free(r->rows);
 	free(r->order);
 	free(r->mins);
-	free(r->a1.s);
-	free(r->a2.s);
-	free(r->a3.s);
-	free(r->a4.s);
+	db_array_free(&r->aggs);
+	db_array_free(&r->sent);
+	db_array_free(&r->failed_ids);
+	db_array_free(&r->failed_why);
+	db_array_free(&r->failed_refused);
 }
 
 /* The relay's loop. drain: return 0 as soon as the backlog is caught up

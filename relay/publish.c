@@ -152,9 +152,9 @@ void publish_counters_save(PGconn *conn, int relay_id, const char *host, const c
 			   int64_t started_us, const struct publish_counters *c,
 			   const char *cluster_id, const char *cluster_mismatch)
 {
-	char v[8][32], err[512];
+	char v[8][32];
 	const char *params[12];
-	PGresult *res;
+	struct db_err e;
 
 	snprintf(v[0], sizeof v[0], "%d", relay_id);
 	snprintf(v[1], sizeof v[1], "%d", (int)getpid());
@@ -172,12 +172,8 @@ void publish_counters_save(PGconn *conn, int relay_id, const char *host, const c
 		params[i] = v[i - 2];
 	params[10] = cluster_id;
 	params[11] = cluster_mismatch;
-	res = PQexecParams(conn, SQL_COUNTERS, 12, NULL, params, NULL, NULL, 0);
-	if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-		db_error(conn, res, err, sizeof err);
-		log_debug("counters not saved: %s", err);
-	}
-	PQclear(res);
+	if (!db_run(conn, SQL_COUNTERS, 12, params, &e))
+		log_debug("counters not saved: %s", e.msg);
 }
 
 bool publish_log_write(int fd, int relay_id, const char *pass_id,
