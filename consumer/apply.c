@@ -497,16 +497,6 @@ static PGresult *run(struct apply *a, const char *name, int n, const char *const
 	return db_query_prepared(a->conn, name, n, params, NULL, NULL, want, e);
 }
 
-/* Run a prepared statement whose result is not wanted. False with e. */
-static bool run_ok(struct apply *a, const char *name, int n, const char *const *params,
-		   struct db_err *e)
-{
-	PGresult *res = run(a, name, n, params, PGRES_COMMAND_OK, e);
-
-	PQclear(res);
-	return res != NULL;
-}
-
 /* A failure's message for the caller of the apply_* call. */
 static void err_out(const struct db_err *e, char *err, size_t errlen)
 {
@@ -628,7 +618,8 @@ static bool hold(struct apply *a, const struct apply_msg *m, const char *const v
 		m->topic, v[1], v[2], a->consumer_id_s,
 	};
 
-	return run_ok(a, "c_inbox_undo", 1, p_eid, e) && run_ok(a, "c_hold", 10, params, e);
+	return db_run_prepared(a->conn, "c_inbox_undo", 1, p_eid, e) &&
+	       db_run_prepared(a->conn, "c_hold", 10, params, e);
 }
 
 /* After the apply of seq next - 1, in its transaction: apply the held
@@ -763,7 +754,7 @@ static enum stage event_lock(struct apply *a, struct event_txn *t)
 	if (res != NULL && PQntuples(res) == 0) {
 		PQclear(res);
 		res = NULL;
-		if (run_ok(a, "c_proj_new", 1, p_agg, &t->e))
+		if (db_run_prepared(a->conn, "c_proj_new", 1, p_agg, &t->e))
 			res = run(a, "c_lock", 1, p_agg, PGRES_TUPLES_OK, &t->e);
 		if (res != NULL && PQntuples(res) != 1) {
 			PQclear(res);
@@ -1039,7 +1030,7 @@ static bool batch_lock(struct apply *a, const struct apply_msg *m, int n,
 {
 	PGresult *res = NULL;
 
-	if (run_ok(a, "c_b_proj_new", 1, &v[B_AGG], e))
+	if (db_run_prepared(a->conn, "c_b_proj_new", 1, &v[B_AGG], e))
 		res = run(a, "c_b_lock", 1, &v[B_AGG], PGRES_TUPLES_OK, e);
 	if (res == NULL)
 		return false;
@@ -1075,7 +1066,7 @@ static bool batch_apply(struct apply *a, const char *const v[B_NARR], struct db_
 
 	memcpy(p, v, B_NARR * sizeof *p);
 	p[B_NARR] = a->consumer_id_s;
-	return run_ok(a, "c_b_apply", B_NARR + 1, p, e);
+	return db_run_prepared(a->conn, "c_b_apply", B_NARR + 1, p, e);
 }
 
 bool apply_batch(struct apply *a, const struct apply_msg *m, int n, int *refused_at, char *why,
@@ -1200,7 +1191,7 @@ enum apply_result apply_dead_letter(struct apply *a, const struct apply_msg *m,
 		/* The projection lock first, as in apply_event and the release. */
 		const char *p_agg[1] = { m->aggregate_id };
 
-		if (!run_ok(a, "c_proj_new", 1, p_agg, &e) ||
+		if (!db_run_prepared(a->conn, "c_proj_new", 1, p_agg, &e) ||
 		    (res = run(a, "c_lock", 1, p_agg, PGRES_TUPLES_OK, &e)) == NULL)
 			goto out;
 		PQclear(res);
@@ -1220,7 +1211,7 @@ enum apply_result apply_dead_letter(struct apply *a, const struct apply_msg *m,
 	if (has_order) {
 		const char *qp[3] = { m->aggregate_id, id_s, seq_s };
 
-		if (!run_ok(a, "c_quarantine", 3, qp, &e))
+		if (!db_run_prepared(a->conn, "c_quarantine", 3, qp, &e))
 			goto out;
 	}
 	if (!db_commit(a->conn, &e))
@@ -1273,7 +1264,8 @@ bool apply_report(struct apply *a, const struct apply_counters *c, int64_t start
 		return false;
 	}
 	if (!db_run(a->conn, "SET LOCAL synchronous_commit = on", 0, NULL, &e) ||
-	    !run_ok(a, "c_report", 4 + NV, params, &e) || !db_commit(a->conn, &e)) {
+	    !db_run_prepared(a->conn, "c_report", 4 + NV, params, &e) ||
+	    !db_commit(a->conn, &e)) {
 		err_out(&e, err, errlen);
 		db_rollback(a->conn);
 		return false;
