@@ -38,6 +38,9 @@ struct db_err {
 #define DB_DUPLICATE_OBJECT "42710"
 #define DB_LOCK_NOT_AVAILABLE "55P03"
 
+/* SQLSTATE classes (the first two characters) the code branches on. */
+#define DB_CLASS_DATA_EXCEPTION "22"
+
 /* Fill e (when not NULL) from res, or from conn when res is NULL or holds
  * no message. For the paths that get results themselves (PQgetResult,
  * PQconsumeInput); the caller still clears res. */

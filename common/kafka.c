@@ -1,11 +1,14 @@
 #include "kafka.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "log.h"
+#include "util.h"
 
 static bool kafka_fatal;
 static char kafka_fatal_msg[512];
@@ -160,15 +163,108 @@ rd_kafka_resp_err_t kafka_produce_event(rd_kafka_t *rk, const char *topic,
 			RD_KAFKA_V_KEY(ev->aggregate_id, strlen(ev->aggregate_id)),
 			RD_KAFKA_V_VALUE((void *)ev->payload, ev->payload_len),
 			RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-			RD_KAFKA_V_HEADER("event_id", ev->event_id, -1),
-			RD_KAFKA_V_HEADER("event_type", ev->event_type, -1),
-			RD_KAFKA_V_HEADER("aggregate_type", ev->aggregate_type, -1),
-			RD_KAFKA_V_HEADER("aggregate_seq", seq, -1),
+			RD_KAFKA_V_HEADER(KAFKA_HEADER_EVENT_ID, ev->event_id, -1),
+			RD_KAFKA_V_HEADER(KAFKA_HEADER_EVENT_TYPE, ev->event_type, -1),
+			RD_KAFKA_V_HEADER(KAFKA_HEADER_AGGREGATE_TYPE, ev->aggregate_type, -1),
+			RD_KAFKA_V_HEADER(KAFKA_HEADER_AGGREGATE_SEQ, seq, -1),
 			RD_KAFKA_V_OPAQUE(msg_opaque), RD_KAFKA_V_END);
 		if (e != RD_KAFKA_RESP_ERR__QUEUE_FULL)
 			return e;
 		rd_kafka_poll(rk, 10);
 	}
+}
+
+/* The value of the last header called name, as text in out. False when
+ * it is absent, empty, too long or not UTF-8 text (a NUL byte, a stray
+ * byte); then, unless problem is NULL, problem says which of the last two
+ * ("" for the others). */
+static bool kafka_header_text(const rd_kafka_headers_t *hdrs, const char *name, char *out,
+			      size_t outlen, char *problem, size_t problemlen)
+{
+	const void *val = NULL;
+	size_t size = 0;
+
+	out[0] = '\0';
+	if (problem != NULL)
+		problem[0] = '\0';
+	if (hdrs == NULL ||
+	    rd_kafka_header_get_last(hdrs, name, &val, &size) != RD_KAFKA_RESP_ERR_NO_ERROR ||
+	    val == NULL || size == 0)
+		return false;
+	if (size >= outlen || !util_utf8_text(val, size)) {
+		if (problem != NULL)
+			snprintf(problem, problemlen, "%s header %s (%zu bytes)", name,
+				 size >= outlen ? "too long" : "is not UTF-8 text", size);
+		return false;
+	}
+	memcpy(out, val, size);
+	out[size] = '\0';
+	return true;
+}
+
+/* A canonical UUID: 8-4-4-4-12 hex digits. */
+static bool kafka_is_uuid(const char *s)
+{
+	for (int i = 0; i < 36; i++) {
+		char c = s[i];
+
+		if (i == 8 || i == 13 || i == 18 || i == 23) {
+			if (c != '-')
+				return false;
+		} else if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') ||
+			     (c >= 'A' && c <= 'F'))) {
+			return false;
+		}
+	}
+	return s[36] == '\0';
+}
+
+bool kafka_event_decode(const void *key, size_t key_len, const rd_kafka_headers_t *hdrs,
+			struct kafka_envelope *ev, char *why, size_t whylen)
+{
+	char seq[32];
+	long long v;
+	char *end;
+
+	memset(ev, 0, sizeof *ev);
+	kafka_header_text(hdrs, KAFKA_HEADER_EVENT_TYPE, ev->event_type, sizeof ev->event_type,
+			  ev->event_type_problem, sizeof ev->event_type_problem);
+	kafka_header_text(hdrs, KAFKA_HEADER_AGGREGATE_TYPE, ev->aggregate_type,
+			  sizeof ev->aggregate_type, NULL, 0);
+	if (key == NULL || key_len == 0) {
+		snprintf(why, whylen, "no key (aggregate_id)");
+		return false;
+	}
+	if (key_len >= sizeof ev->aggregate_id || memchr(key, '\0', key_len)) {
+		snprintf(why, whylen, "unusable key (%zu bytes)", key_len);
+		return false;
+	}
+	if (!util_utf8_text(key, key_len)) {
+		/* aggregate_id is text in every table: no such order can apply. */
+		snprintf(why, whylen, "key is not UTF-8 text (%zu bytes)", key_len);
+		return false;
+	}
+	memcpy(ev->aggregate_id, key, key_len);
+	ev->aggregate_id[key_len] = '\0';
+	if (!kafka_header_text(hdrs, KAFKA_HEADER_EVENT_ID, ev->event_id, sizeof ev->event_id,
+			       NULL, 0) ||
+	    !kafka_is_uuid(ev->event_id)) {
+		ev->event_id[0] = '\0';
+		snprintf(why, whylen, "missing or malformed event_id header");
+		return false;
+	}
+	if (!kafka_header_text(hdrs, KAFKA_HEADER_AGGREGATE_SEQ, seq, sizeof seq, NULL, 0)) {
+		snprintf(why, whylen, "missing aggregate_seq header");
+		return false;
+	}
+	errno = 0;
+	v = strtoll(seq, &end, 10);
+	if (*end != '\0' || end == seq || v < 1 || errno != 0) {
+		snprintf(why, whylen, "malformed aggregate_seq header");
+		return false;
+	}
+	ev->aggregate_seq = (int64_t)v;
+	return true;
 }
 
 bool kafka_take_fatal(char *err, size_t errlen)

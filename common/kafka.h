@@ -8,8 +8,18 @@
 
 #include "conf.h"
 
-/* One outbox event as it travels on the topic: key = aggregate_id, the
- * contract's headers, value = payload JSON. */
+/* ---- the message ----------------------------------------------------------
+ *
+ * One outbox event as it travels on the topic (CONTRACT.md, Kafka): key =
+ * aggregate_id, these headers, value = the payload JSON. kafka_produce_event
+ * writes it, kafka_event_decode reads its key and headers back; nothing else
+ * spells these names. */
+#define KAFKA_HEADER_EVENT_ID "event_id"             /* canonical UUID text */
+#define KAFKA_HEADER_EVENT_TYPE "event_type"
+#define KAFKA_HEADER_AGGREGATE_TYPE "aggregate_type"
+#define KAFKA_HEADER_AGGREGATE_SEQ "aggregate_seq"   /* decimal, 1, 2, 3 ... */
+
+/* An event to produce. */
 struct kafka_event {
 	const char *event_id;
 	const char *event_type;
@@ -19,6 +29,30 @@ struct kafka_event {
 	const char *payload;
 	size_t payload_len;
 };
+
+/* A consumed event's key and headers, decoded: every field copied out of
+ * the message as NUL-terminated text. */
+struct kafka_envelope {
+	char event_id[37];             /* canonical UUID text */
+	char event_type[128];          /* "" when absent or unusable */
+	char aggregate_type[64];       /* "" when absent or unusable */
+	char aggregate_id[256];        /* the key */
+	int64_t aggregate_seq;         /* >= 1 */
+	char event_type_problem[96];   /* why event_type is unusable, "" when fine or absent */
+};
+
+/* Decode a message's key and headers (hdrs may be NULL) into ev, the mirror
+ * of kafka_produce_event; the value (payload) is the caller's. True when it
+ * is an event: a key that is UTF-8 text, an event_id header that is a UUID
+ * and an aggregate_seq header that is an integer >= 1 (the last of a
+ * repeated header counts). False with the reason in why: the message is
+ * poison; the fields read before the problem are kept (a malformed
+ * event_id is not). event_type and aggregate_type never fail it: absent,
+ * empty, too long or not UTF-8 text they are "", event_type_problem saying
+ * why for the last two. */
+bool kafka_event_decode(const void *key, size_t key_len, const rd_kafka_headers_t *hdrs,
+			struct kafka_envelope *ev, char *why, size_t whylen)
+	__attribute__((warn_unused_result));
 
 /* A librdkafka configuration with bootstrap servers, our error callback and
  * every kafka.* passthrough property. NULL with a message on failure; the

@@ -4,14 +4,32 @@
  * commit together or not at all, and the caller stores the Kafka offset
  * only after that commit. So a crash anywhere re-delivers the message, and
  * the redelivery finds its inbox row (or a last_seq at or past its seq) and
- * is dropped: every event is applied exactly once, in aggregate_seq order. */
+ * is dropped: every event is applied exactly once, in aggregate_seq order.
+ *
+ * apply_event takes one event through these stages, in one transaction:
+ *   event_lock    BEGIN; the order's projection row locked until commit
+ *                 (SQL_LOCK): two consumers that share a partition during a
+ *                 rebalance still apply an order in seq order.
+ *   event_park    a quarantined order's event is parked (SQL_PARK), not
+ *                 applied, until its dead letter is retried or dropped.
+ *   event_dedupe  the inbox row (SQL_INBOX): an event seen before, or a seq
+ *                 at or below last_seq, is dropped (rolled back, audited).
+ *   event_hold    a seq past last_seq + 1 is held (SQL_HOLD) in place of its
+ *                 inbox row and the gap audited; the event before it applies it.
+ *   event_apply   seq = last_seq + 1: the side effect and the new high-water
+ *                 mark (SQL_APPLY), then the held events that now follow.
+ *   event_commit  COMMIT; only after it the audit lines, and the caller's
+ *                 offset.
+ * apply_batch does lock, dedupe, apply and commit for a run of events in
+ * one transaction (batch_lock, batch_dedupe, batch_apply), or nothing: an
+ * event the batch cannot take goes the one-by-one way. */
 #include "apply.h"
 
-#include <errno.h>
 #include <inttypes.h>
 #include <jansson.h>
 #include <limits.h>
 #include <libpq-fe.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +38,7 @@
 #include "conf.h"
 #include "crash.h"
 #include "db.h"
+#include "kafka.h"
 #include "log.h"
 #include "util.h"
 
@@ -148,7 +167,7 @@ static const char SQL_REPORT[] =
 	"  parked = EXCLUDED.parked, foreign_messages = EXCLUDED.foreign_messages, "
 	"  foreign_partitions = EXCLUDED.foreign_partitions, reconnects = EXCLUDED.reconnects";
 
-/* The batch path (apply_batch): the same three steps for many events at
+/* The batch path (apply_batch): the same three stages for many events at
  * once. The orders' projection rows, created if new and locked in one
  * order (byte order: two consumers sharing orders during a rebalance lock
  * them alike), each with whether anything makes the order need the
@@ -205,6 +224,7 @@ enum { B_EID, B_AGG, B_SEQ, B_TYPE, B_PART, B_OFF, B_STATUS, B_TOTAL, B_NARR };
 struct apply {
 	PGconn *conn;
 	char *conninfo;
+	char appname[32]; /* application_name: outbox-consumer-<id> */
 	int consumer_id;
 	char consumer_id_s[16];
 	struct audit *audit;
@@ -218,50 +238,18 @@ struct apply {
 
 /* ---------------------------------------------------------------- parsing */
 
-/* The value of the last header called name, as text in out. False when
- * it is absent, empty, too long or not UTF-8 text (a NUL byte, a stray
- * byte); then, unless problem is NULL, problem says which of the last two
- * ("" for the others). */
-static bool copy_header(rd_kafka_headers_t *hdrs, const char *name, char *out, size_t outlen,
-			char *problem, size_t problemlen)
-{
-	const void *val = NULL;
-	size_t size = 0;
-
-	out[0] = '\0';
-	if (problem != NULL)
-		problem[0] = '\0';
-	if (hdrs == NULL ||
-	    rd_kafka_header_get_last(hdrs, name, &val, &size) != RD_KAFKA_RESP_ERR_NO_ERROR ||
-	    val == NULL || size == 0)
-		return false;
-	if (size >= outlen || !util_utf8_text(val, size)) {
-		if (problem != NULL)
-			snprintf(problem, problemlen, "%s header %s (%zu bytes)", name,
-				 size >= outlen ? "too long" : "is not UTF-8 text", size);
-		return false;
-	}
-	memcpy(out, val, size);
-	out[size] = '\0';
-	return true;
-}
-
-/* A canonical UUID: 8-4-4-4-12 hex digits. */
-static bool is_uuid(const char *s)
-{
-	for (int i = 0; i < 36; i++) {
-		char c = s[i];
-
-		if (i == 8 || i == 13 || i == 18 || i == 23) {
-			if (c != '-')
-				return false;
-		} else if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') ||
-			     (c >= 'A' && c <= 'F'))) {
-			return false;
-		}
-	}
-	return s[36] == '\0';
-}
+/* The key and headers are kafka_event_decode's (common/kafka.c, the mirror
+ * of what the relay produces); the payload's status and total are the
+ * builtin handler's, read here. The envelope's fields and apply_msg's are
+ * the same size (copied whole). */
+#define SAME_SIZE(f, g) \
+	_Static_assert(sizeof ((struct apply_msg *)0)->f == sizeof ((struct kafka_envelope *)0)->g, \
+		       #f " and " #g " differ in size")
+SAME_SIZE(event_id, event_id);
+SAME_SIZE(event_type, event_type);
+SAME_SIZE(aggregate_type, aggregate_type);
+SAME_SIZE(aggregate_id, aggregate_id);
+SAME_SIZE(header_problem, event_type_problem);
 
 bool apply_parse(const rd_kafka_message_t *rkm, struct apply_msg *m, char *why, size_t whylen)
 {
@@ -282,49 +270,22 @@ bool apply_parse_parts(const void *key, size_t key_len, rd_kafka_headers_t *hdrs
 		       const void *payload, size_t len, int32_t partition, int64_t offset,
 		       struct apply_msg *m, char *why, size_t whylen)
 {
-	char seq[32];
-	long long v;
-	char *end;
+	struct kafka_envelope ev;
+	bool is_event = kafka_event_decode(key, key_len, hdrs, &ev, why, whylen);
 	json_t *root;
 
 	memset(m, 0, sizeof *m);
 	m->partition = partition;
 	m->offset = offset;
-	copy_header(hdrs, "event_type", m->event_type, sizeof m->event_type, m->header_problem,
-		    sizeof m->header_problem);
-	copy_header(hdrs, "aggregate_type", m->aggregate_type, sizeof m->aggregate_type, NULL, 0);
-	if (key == NULL || key_len == 0) {
-		snprintf(why, whylen, "no key (aggregate_id)");
+	/* What could be read, whether or not it is an event. */
+	memcpy(m->event_id, ev.event_id, sizeof m->event_id);
+	memcpy(m->event_type, ev.event_type, sizeof m->event_type);
+	memcpy(m->aggregate_type, ev.aggregate_type, sizeof m->aggregate_type);
+	memcpy(m->aggregate_id, ev.aggregate_id, sizeof m->aggregate_id);
+	memcpy(m->header_problem, ev.event_type_problem, sizeof m->header_problem);
+	m->seq = ev.aggregate_seq;
+	if (!is_event)
 		return false;
-	}
-	if (key_len >= sizeof m->aggregate_id || memchr(key, '\0', key_len)) {
-		snprintf(why, whylen, "unusable key (%zu bytes)", key_len);
-		return false;
-	}
-	if (!util_utf8_text(key, key_len)) {
-		/* aggregate_id is text in every table: no such order can apply. */
-		snprintf(why, whylen, "key is not UTF-8 text (%zu bytes)", key_len);
-		return false;
-	}
-	memcpy(m->aggregate_id, key, key_len);
-	m->aggregate_id[key_len] = '\0';
-	if (!copy_header(hdrs, "event_id", m->event_id, sizeof m->event_id, NULL, 0) ||
-	    !is_uuid(m->event_id)) {
-		m->event_id[0] = '\0';
-		snprintf(why, whylen, "missing or malformed event_id header");
-		return false;
-	}
-	if (!copy_header(hdrs, "aggregate_seq", seq, sizeof seq, NULL, 0)) {
-		snprintf(why, whylen, "missing aggregate_seq header");
-		return false;
-	}
-	errno = 0;
-	v = strtoll(seq, &end, 10);
-	if (*end != '\0' || end == seq || v < 1 || errno != 0) {
-		snprintf(why, whylen, "malformed aggregate_seq header");
-		return false;
-	}
-	m->seq = (int64_t)v;
 	/* The payload only feeds the projection's status and total; a payload
 	 * that is not a JSON object still applies (the headers are the event). */
 	root = payload != NULL && len > 0 ? json_loadb(payload, len, 0, NULL) : NULL;
@@ -413,6 +374,7 @@ struct apply *apply_new(const char *conninfo, int consumer_id, struct audit *aud
 		return NULL;
 	}
 	a->consumer_id = consumer_id;
+	snprintf(a->appname, sizeof a->appname, "outbox-consumer-%d", consumer_id);
 	snprintf(a->consumer_id_s, sizeof a->consumer_id_s, "%d", consumer_id);
 	a->audit = audit;
 	a->async_commit = async_commit;
@@ -439,14 +401,17 @@ bool apply_lost(const struct apply *a)
 }
 
 /* Errors worth retrying the same message for: the connection, serialization
- * and deadlock failures, shutdowns and resource shortages. */
-static bool transient(PGconn *conn, const char *state)
+ * and deadlock failures, shutdowns and resource shortages (and a failure
+ * with no SQLSTATE: the client's side, out of memory). */
+static bool transient(PGconn *conn, const struct db_err *e)
 {
+	const char *state = e->sqlstate;
+
 	if (db_lost(conn) || state[0] == '\0')
 		return true;
 	return strncmp(state, "08", 2) == 0 || strncmp(state, "40", 2) == 0 ||
 	       strncmp(state, "53", 2) == 0 || strncmp(state, "57P", 3) == 0 ||
-	       strncmp(state, "58", 2) == 0 || strcmp(state, "55P03") == 0;
+	       strncmp(state, "58", 2) == 0 || strcmp(state, DB_LOCK_NOT_AVAILABLE) == 0;
 }
 
 /* Errors that refuse this message rather than say the sink is broken: an
@@ -455,117 +420,87 @@ static bool transient(PGconn *conn, const char *state)
  * the dead-letter queue. Anything else that is not transient (an undefined
  * table, a privilege, a syntax error) is the sink's fault and would refuse
  * every message alike: never a reason to dead-letter. */
-static bool rejected(const char *state)
+static bool rejected(const struct db_err *e)
 {
 	static const char *const classes[] = { "23", "P0", "09", "27", "2F", "38", "39", "44" };
 
 	for (size_t i = 0; i < sizeof classes / sizeof classes[0]; i++)
-		if (strncmp(state, classes[i], 2) == 0)
+		if (strncmp(e->sqlstate, classes[i], 2) == 0)
 			return true;
 	return false;
 }
 
-static bool prepare_all(struct apply *a, char *err, size_t errlen, const char **state)
+/* The database refused the message's own data (bad UTF-8, say). */
+static bool data_refused(const struct db_err *e)
 {
-	char sql[64];
+	return strncmp(e->sqlstate, DB_CLASS_DATA_EXCEPTION, 2) == 0;
+}
 
-	snprintf(sql, sizeof sql, "SET application_name = 'outbox-consumer-%d'", a->consumer_id);
-	*state = "";
-	if (!db_exec(a->conn, sql, err, errlen))
-		return false;
+/* Fill e for a failure of our own (out of memory, a row that should be
+ * there): no SQLSTATE, so transient() retries it as a client-side one. */
+static void own_err(struct db_err *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void own_err(struct db_err *e, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(e->msg, sizeof e->msg, fmt, ap);
+	va_end(ap);
+	e->sqlstate[0] = '\0';
+	e->lost = false;
+}
+
+/* The session's settings, then every statement prepared. False with e. */
+static bool prepare_all(struct apply *a, struct db_err *e)
+{
 	/* No JIT: the batch statements cross jit_above_cost, and compiling
 	 * them costs more than running them. */
-	if (!db_exec(a->conn, "SET jit = off", err, errlen))
+	if (!db_run(a->conn, "SET jit = off", 0, NULL, e))
 		return false;
-	if (a->async_commit && !db_exec(a->conn, "SET synchronous_commit = off", err, errlen))
+	if (a->async_commit && !db_run(a->conn, "SET synchronous_commit = off", 0, NULL, e))
 		return false;
-	for (size_t i = 0; i < sizeof statements / sizeof statements[0]; i++) {
-		PGresult *res = PQprepare(a->conn, statements[i].name, statements[i].sql, 0, NULL);
-		bool ok = PQresultStatus(res) == PGRES_COMMAND_OK;
-
-		if (!ok) {
-			static char st[6];
-
-			db_error(a->conn, res, err, errlen);
-			snprintf(st, sizeof st, "%s", db_sqlstate(res));
-			*state = st;
-		}
-		PQclear(res);
-		if (!ok)
+	for (size_t i = 0; i < sizeof statements / sizeof statements[0]; i++)
+		if (!db_prepare(a->conn, statements[i].name, statements[i].sql, 0, e))
 			return false;
-	}
 	return true;
 }
 
 bool apply_connect(struct apply *a, volatile sig_atomic_t *stop)
 {
+	const struct db_conn_opts o = { .appname = a->appname };
 	long backoff = 0;
 
 	for (;;) {
-		char err[512];
-		const char *state;
+		struct db_err e;
 
 		PQfinish(a->conn);
-		a->conn = db_connect_retry(a->conninfo, "sink database", stop);
+		a->conn = db_open_retry(a->conninfo, &o, "sink database", stop);
 		if (a->conn == NULL)
 			return false;
-		if (prepare_all(a, err, sizeof err, &state))
+		if (prepare_all(a, &e))
 			return true;
 		/* A sink schema that is not there yet (migrate still running) or a
 		 * lost connection: keep trying; the caller's stop ends it. */
 		log_warn("sink database: preparing statements failed (SQLSTATE %s): %s",
-			 state[0] ? state : "none", err);
+			 e.sqlstate[0] ? e.sqlstate : "none", e.msg);
 		util_sleep_ms(util_backoff_next(&backoff, 200, 5000), stop);
 		if (*stop)
 			return false;
 	}
 }
 
-/* Run a prepared statement with parameters in text format, or as lengths
- * and formats say (NULL: all text); NULL (result cleared, message in err,
- * SQLSTATE copied to state) unless it returned want. */
-static PGresult *run_params(struct apply *a, const char *name, int n, const char *const *params,
-			    const int *lengths, const int *formats, ExecStatusType want,
-			    char state[6], char *err, size_t errlen)
-{
-	PGresult *res = PQexecPrepared(a->conn, name, n, params, lengths, formats, 0);
-
-	if (PQresultStatus(res) == want)
-		return res;
-	db_error(a->conn, res, err, errlen);
-	snprintf(state, 6, "%s", db_sqlstate(res));
-	PQclear(res);
-	return NULL;
-}
-
+/* Run a prepared statement with text parameters: its result when it
+ * returned want (the caller clears it), else NULL with e. */
 static PGresult *run(struct apply *a, const char *name, int n, const char *const *params,
-		     ExecStatusType want, char state[6], char *err, size_t errlen)
+		     ExecStatusType want, struct db_err *e)
 {
-	return run_params(a, name, n, params, NULL, NULL, want, state, err, errlen);
+	return db_query_prepared(a->conn, name, n, params, NULL, NULL, want, e);
 }
 
-static void rollback(struct apply *a)
+/* A failure's message for the caller of the apply_* call. */
+static void err_out(const struct db_err *e, char *err, size_t errlen)
 {
-	if (!db_lost(a->conn)) {
-		PGresult *res = PQexec(a->conn, "ROLLBACK");
-
-		PQclear(res);
-	}
-}
-
-/* COMMIT; false with the message and SQLSTATE (the outcome is unknown if
- * the connection died: a retry finds the inbox row if it did commit). */
-static bool commit(struct apply *a, char state[6], char *err, size_t errlen)
-{
-	PGresult *res = PQexec(a->conn, "COMMIT");
-	bool ok = PQresultStatus(res) == PGRES_COMMAND_OK;
-
-	if (!ok) {
-		db_error(a->conn, res, err, errlen);
-		snprintf(state, 6, "%s", db_sqlstate(res));
-	}
-	PQclear(res);
-	return ok;
+	snprintf(err, errlen, "%s", e->msg);
 }
 
 static void write_audit(struct apply *a, const struct audit_line *l)
@@ -582,8 +517,9 @@ static enum apply_result audit_row(struct apply *a, const struct apply_msg *m, c
 				   int64_t expected, const char *detail, bool with_fields,
 				   char *err, size_t errlen)
 {
-	char exp_s[24], got_s[24], part_s[16], off_s[24], state[6] = "";
+	char exp_s[24], got_s[24], part_s[16], off_s[24];
 	const char *params[9];
+	struct db_err e;
 	PGresult *res;
 	struct audit_line l;
 	bool has_agg = with_fields && m->aggregate_id[0] != '\0';
@@ -602,13 +538,14 @@ static enum apply_result audit_row(struct apply *a, const struct apply_msg *m, c
 	params[6] = part_s;
 	params[7] = off_s;
 	params[8] = detail;
-	res = run(a, "c_audit", 9, params, PGRES_TUPLES_OK, state, err, errlen);
+	res = run(a, "c_audit", 9, params, PGRES_TUPLES_OK, &e);
 	if (res == NULL) {
-		if (transient(a->conn, state))
+		err_out(&e, err, errlen);
+		if (transient(a->conn, &e))
 			return APPLY_RETRY;
 		/* A field the database refuses as text (bad UTF-8, say): record the
 		 * message by its position alone. */
-		if (strncmp(state, "22", 2) == 0 && with_fields)
+		if (data_refused(&e) && with_fields)
 			return audit_row(a, m, kind, expected, detail, false, err, errlen);
 		return APPLY_FAILED;
 	}
@@ -641,18 +578,21 @@ enum apply_result apply_poison(struct apply *a, const struct apply_msg *m, const
 static enum apply_result gap_row(struct apply *a, const struct apply_msg *m, int64_t expected,
 				 char *err, size_t errlen)
 {
-	char exp_s[24], got_s[24], part_s[16], off_s[24], state[6] = "";
+	char exp_s[24], got_s[24], part_s[16], off_s[24];
 	const char *params[7] = { m->aggregate_id, exp_s, got_s, m->event_id, a->consumer_id_s,
 				  part_s, off_s };
+	struct db_err e;
 	PGresult *res;
 
 	snprintf(exp_s, sizeof exp_s, "%" PRId64, expected);
 	snprintf(got_s, sizeof got_s, "%" PRId64, m->seq);
 	snprintf(part_s, sizeof part_s, "%" PRId32, m->partition);
 	snprintf(off_s, sizeof off_s, "%" PRId64, m->offset);
-	res = run(a, "c_gap", 7, params, PGRES_TUPLES_OK, state, err, errlen);
-	if (res == NULL)
-		return transient(a->conn, state) ? APPLY_RETRY : APPLY_FAILED;
+	res = run(a, "c_gap", 7, params, PGRES_TUPLES_OK, &e);
+	if (res == NULL) {
+		err_out(&e, err, errlen);
+		return transient(a->conn, &e) ? APPLY_RETRY : APPLY_FAILED;
+	}
 	if (PQntuples(res) == 1) {
 		struct audit_line l = {
 			.detected_at = PQgetvalue(res, 0, 0), .kind = "gap",
@@ -669,7 +609,7 @@ static enum apply_result gap_row(struct apply *a, const struct apply_msg *m, int
 
 /* Hold a gap's event instead of its inbox row (same transaction). */
 static bool hold(struct apply *a, const struct apply_msg *m, const char *const v[4],
-		 char state[6], char *err, size_t errlen)
+		 struct db_err *e)
 {
 	const char *p_eid[1] = { m->event_id };
 	const char *params[10] = {
@@ -677,21 +617,16 @@ static bool hold(struct apply *a, const struct apply_msg *m, const char *const v
 		m->status[0] ? m->status : NULL, m->has_total ? v[3] : NULL,
 		m->topic, v[1], v[2], a->consumer_id_s,
 	};
-	PGresult *res = run(a, "c_inbox_undo", 1, p_eid, PGRES_COMMAND_OK, state, err, errlen);
 
-	if (res == NULL)
-		return false;
-	PQclear(res);
-	res = run(a, "c_hold", 10, params, PGRES_COMMAND_OK, state, err, errlen);
-	PQclear(res);
-	return res != NULL;
+	return db_run_prepared(a->conn, "c_inbox_undo", 1, p_eid, e) &&
+	       db_run_prepared(a->conn, "c_hold", 10, params, e);
 }
 
 /* After the apply of seq next - 1, in its transaction: apply the held
  * events that follow it, in seq order, each with its inbox row. Their
  * healed-gap results go to *healed (*n of them; the caller clears them). */
 static bool drain_held(struct apply *a, const char *agg, int64_t next, PGresult ***healed,
-		       int *n, char state[6], char *err, size_t errlen)
+		       int *n, struct db_err *e)
 {
 	for (;;) {
 		char seq_s[24];
@@ -700,7 +635,7 @@ static bool drain_held(struct apply *a, const char *agg, int64_t next, PGresult 
 		bool fresh;
 
 		snprintf(seq_s, sizeof seq_s, "%" PRId64, next);
-		res = run(a, "c_held_next", 2, p, PGRES_TUPLES_OK, state, err, errlen);
+		res = run(a, "c_held_next", 2, p, PGRES_TUPLES_OK, e);
 		if (res == NULL)
 			return false;
 		if (PQntuples(res) == 0) {
@@ -710,7 +645,7 @@ static bool drain_held(struct apply *a, const char *agg, int64_t next, PGresult 
 		{
 			const char *p_eid[1] = { PQgetvalue(res, 0, 0) };
 
-			r = run(a, "c_inbox", 1, p_eid, PGRES_COMMAND_OK, state, err, errlen);
+			r = run(a, "c_inbox", 1, p_eid, PGRES_COMMAND_OK, e);
 		}
 		if (r == NULL) {
 			PQclear(res);
@@ -730,7 +665,7 @@ static bool drain_held(struct apply *a, const char *agg, int64_t next, PGresult 
 				PQgetisnull(res, 0, 3) ? NULL : PQgetvalue(res, 0, 3),
 			};
 
-			r = run(a, "c_apply", 9, params, PGRES_TUPLES_OK, state, err, errlen);
+			r = run(a, "c_apply", 9, params, PGRES_TUPLES_OK, e);
 		}
 		PQclear(res);
 		if (r == NULL)
@@ -738,7 +673,7 @@ static bool drain_held(struct apply *a, const char *agg, int64_t next, PGresult 
 		grown = realloc(*healed, (size_t)(*n + 1) * sizeof *grown);
 		if (grown == NULL) {
 			PQclear(r);
-			snprintf(err, errlen, "out of memory");
+			own_err(e, "out of memory");
 			return false;
 		}
 		*healed = grown;
@@ -774,166 +709,235 @@ int apply_held_applied(const struct apply *a)
 	return a->held_applied;
 }
 
+/* ------------------------------------------------------------ one event */
+
+/* One event's transaction as apply_event's stages hand it on: its values
+ * as text, what event_lock read, the healed-gap rows of the applies
+ * (event_txn_clear clears them), and why a stage failed. */
+struct event_txn {
+	const struct apply_msg *m;
+	char seq_s[24], part_s[16], off_s[24], total_s[24];
+	int64_t last;            /* the order's last_seq, locked */
+	bool quarantined, has_held;
+	PGresult *healed;        /* the gaps the event's apply healed */
+	PGresult **held;         /* the same for each held event applied after it */
+	int nheld;
+	enum apply_result result; /* the outcome, once a stage says STAGE_DONE */
+	struct db_err e;         /* the failure, once a stage says STAGE_FAILED */
+};
+
+/* What a stage says: go on to the next stage; the event is done (outside
+ * the transaction: committed or rolled back; t->result, with err when it
+ * says so); or a statement failed inside the transaction (t->e). */
+enum stage { STAGE_NEXT, STAGE_DONE, STAGE_FAILED };
+
+/* The event is dropped: the transaction rolled back, the event audited as
+ * a duplicate (expected < 0: one past the order's last_seq). */
+static enum stage event_dropped(struct apply *a, struct event_txn *t, int64_t expected,
+				const char *detail, char *err, size_t errlen)
+{
+	db_rollback(a->conn);
+	t->result = audit_row(a, t->m, "duplicate", expected, detail, true, err, errlen);
+	return STAGE_DONE;
+}
+
+/* Stage lock: BEGIN, the order's projection row, created if new, locked
+ * until commit (SQL_LOCK); its last_seq, whether it is quarantined and
+ * whether it has held events. */
+static enum stage event_lock(struct apply *a, struct event_txn *t)
+{
+	const char *p_agg[1] = { t->m->aggregate_id };
+	PGresult *res = NULL;
+
+	if (db_begin(a->conn, &t->e))
+		res = run(a, "c_lock", 1, p_agg, PGRES_TUPLES_OK, &t->e);
+	if (res != NULL && PQntuples(res) == 0) {
+		PQclear(res);
+		res = NULL;
+		if (db_run_prepared(a->conn, "c_proj_new", 1, p_agg, &t->e))
+			res = run(a, "c_lock", 1, p_agg, PGRES_TUPLES_OK, &t->e);
+		if (res != NULL && PQntuples(res) != 1) {
+			PQclear(res);
+			res = NULL;
+			own_err(&t->e, "projection row of %s vanished", t->m->aggregate_id);
+		}
+	}
+	if (res == NULL)
+		return STAGE_FAILED;
+	t->last = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+	t->quarantined = strcmp(PQgetvalue(res, 0, 1), "t") == 0;
+	t->has_held = strcmp(PQgetvalue(res, 0, 2), "t") == 0;
+	PQclear(res);
+	return STAGE_NEXT;
+}
+
+/* Stage park: an order quarantined (and not being released) has a
+ * dead-lettered event; keep this one, in arrival order, until the dead
+ * letter is retried or dropped (SQL_PARK), and commit. A stale copy
+ * (redelivered after a crash, say), or one parked already, is dropped. */
+static enum stage event_park(struct apply *a, struct event_txn *t, char *err, size_t errlen)
+{
+	const struct apply_msg *m = t->m;
+	const char *params[10] = {
+		m->aggregate_id, t->seq_s, m->event_id, m->event_type,
+		m->status[0] ? m->status : NULL, m->has_total ? t->total_s : NULL,
+		m->topic, t->part_s, t->off_s, a->consumer_id_s,
+	};
+	PGresult *res;
+	bool parked;
+
+	if (!t->quarantined || a->release)
+		return STAGE_NEXT;
+	if (m->seq <= t->last)
+		return event_dropped(a, t, t->last + 1, "stale aggregate_seq", err, errlen);
+	res = run(a, "c_park", 10, params, PGRES_COMMAND_OK, &t->e);
+	if (res == NULL)
+		return STAGE_FAILED;
+	parked = strcmp(PQcmdTuples(res), "1") == 0;
+	PQclear(res);
+	if (!db_commit(a->conn, &t->e))
+		return STAGE_FAILED;
+	t->result = APPLY_PARKED;
+	if (!parked)
+		t->result = audit_row(a, m, "duplicate", t->last + 1,
+				      "already parked or dead-lettered", true, err, errlen);
+	return STAGE_DONE;
+}
+
+/* Stage dedupe: the inbox row (SQL_INBOX); none inserted means the event
+ * was seen before, a seq at or below last_seq that it is stale: either
+ * way it is dropped. */
+static enum stage event_dedupe(struct apply *a, struct event_txn *t, char *err, size_t errlen)
+{
+	const char *p_eid[1] = { t->m->event_id };
+	PGresult *res = run(a, "c_inbox", 1, p_eid, PGRES_COMMAND_OK, &t->e);
+	bool seen;
+
+	if (res == NULL)
+		return STAGE_FAILED;
+	seen = strcmp(PQcmdTuples(res), "0") == 0;
+	PQclear(res);
+	if (seen)
+		return event_dropped(a, t, -1, "event_id already in inbox", err, errlen);
+	if (t->m->seq <= t->last)
+		return event_dropped(a, t, t->last + 1, "stale aggregate_seq", err, errlen);
+	return STAGE_NEXT;
+}
+
+/* Stage hold: a seq beyond last_seq + 1 is not applied but held in place
+ * of its inbox row (hold), committed, and the gap audited; the apply of
+ * the event before it applies it (drain_held). */
+static enum stage event_hold(struct apply *a, struct event_txn *t, char *err, size_t errlen)
+{
+	const char *v[4] = { t->seq_s, t->part_s, t->off_s, t->total_s };
+
+	if (t->m->seq <= t->last + 1)
+		return STAGE_NEXT;
+	if (!hold(a, t->m, v, &t->e) || !db_commit(a->conn, &t->e))
+		return STAGE_FAILED;
+	t->result = gap_row(a, t->m, t->last + 1, err, errlen);
+	return STAGE_DONE;
+}
+
+/* Stage apply: seq = last_seq + 1 under the lock, so the side effect, the
+ * new high-water mark and the healed gaps (SQL_APPLY); then the held
+ * events that now follow, each with its inbox row (drain_held). */
+static enum stage event_apply(struct apply *a, struct event_txn *t)
+{
+	const struct apply_msg *m = t->m;
+	const char *params[9] = {
+		m->event_id, m->aggregate_id, t->seq_s, m->event_type, a->consumer_id_s,
+		t->part_s, t->off_s, m->status[0] ? m->status : NULL,
+		m->has_total ? t->total_s : NULL,
+	};
+
+	t->healed = run(a, "c_apply", 9, params, PGRES_TUPLES_OK, &t->e);
+	if (t->healed == NULL)
+		return STAGE_FAILED;
+	if (t->has_held &&
+	    !drain_held(a, m->aggregate_id, m->seq + 1, &t->held, &t->nheld, &t->e))
+		return STAGE_FAILED;
+	return STAGE_NEXT;
+}
+
+/* Stage commit: COMMIT (when it fails on a lost connection the outcome is
+ * unknown: the retry finds the inbox row if it did commit), then the
+ * audit lines of the gaps it healed. */
+static enum stage event_commit(struct apply *a, struct event_txn *t)
+{
+	const struct apply_msg *m = t->m;
+
+	crash_point("consumer.after_apply");
+	if (!db_commit(a->conn, &t->e))
+		return STAGE_FAILED;
+	crash_point("consumer.after_commit");
+	write_healed(a, m, t->healed, m->seq);
+	for (int i = 0; i < t->nheld; i++)
+		write_healed(a, m, t->held[i], m->seq + 1 + i);
+	if (t->nheld > 0)
+		log_info("order %s: %d held event(s) after seq %" PRId64 " applied", m->aggregate_id,
+			 t->nheld, m->seq);
+	t->result = APPLY_APPLIED;
+	return STAGE_DONE;
+}
+
+/* A stage failed inside the transaction: roll it back and say what the
+ * failure means for the message. */
+static enum apply_result event_failed(struct apply *a, const struct event_txn *t, char *err,
+				      size_t errlen)
+{
+	a->held_applied = 0;
+	db_rollback(a->conn);
+	err_out(&t->e, err, errlen);
+	if (transient(a->conn, &t->e))
+		return APPLY_RETRY;
+	if (data_refused(&t->e)) {
+		/* The message's own data was refused (bad UTF-8, say). */
+		char detail[512];
+
+		snprintf(detail, sizeof detail, "refused by the database (SQLSTATE %s): %s",
+			 t->e.sqlstate, err);
+		snprintf(err, errlen, "%s", detail);
+		return APPLY_POISON;
+	}
+	return rejected(&t->e) ? APPLY_REJECTED : APPLY_FAILED;
+}
+
+static void event_txn_clear(struct event_txn *t)
+{
+	PQclear(t->healed);
+	for (int i = 0; i < t->nheld; i++)
+		PQclear(t->held[i]);
+	free(t->held);
+}
+
 enum apply_result apply_event(struct apply *a, const struct apply_msg *m, char *err, size_t errlen)
 {
-	char seq_s[24], part_s[16], off_s[24], total_s[24], state[6] = "";
-	const char *p_eid[1] = { m->event_id };
-	const char *p_agg[1] = { m->aggregate_id };
-	PGresult *res = NULL, *healed = NULL, **held = NULL;
-	bool quarantined, has_held;
-	int64_t last;
-	int nheld = 0;
+	struct event_txn t = { .m = m, .e = { .msg = "" } };
+	enum stage s;
 
 	a->held_applied = 0;
 	if (apply_lost(a)) {
 		snprintf(err, errlen, "not connected");
 		return APPLY_RETRY;
 	}
-	snprintf(seq_s, sizeof seq_s, "%" PRId64, m->seq);
-	snprintf(part_s, sizeof part_s, "%" PRId32, m->partition);
-	snprintf(off_s, sizeof off_s, "%" PRId64, m->offset);
-	snprintf(total_s, sizeof total_s, "%" PRId64, m->total_cents);
-
-	res = PQexec(a->conn, "BEGIN");
-	if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-		db_error(a->conn, res, err, errlen);
-		snprintf(state, sizeof state, "%s", db_sqlstate(res));
-		goto fail;
-	}
-	PQclear(res);
-
-	res = run(a, "c_lock", 1, p_agg, PGRES_TUPLES_OK, state, err, errlen);
-	if (res == NULL)
-		goto fail;
-	if (PQntuples(res) == 0) {
-		PQclear(res);
-		res = run(a, "c_proj_new", 1, p_agg, PGRES_COMMAND_OK, state, err, errlen);
-		if (res == NULL)
-			goto fail;
-		PQclear(res);
-		res = run(a, "c_lock", 1, p_agg, PGRES_TUPLES_OK, state, err, errlen);
-		if (res == NULL)
-			goto fail;
-		if (PQntuples(res) != 1) {
-			snprintf(err, errlen, "projection row of %s vanished", m->aggregate_id);
-			goto fail;
-		}
-	}
-	last = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
-	quarantined = strcmp(PQgetvalue(res, 0, 1), "t") == 0;
-	has_held = strcmp(PQgetvalue(res, 0, 2), "t") == 0;
-	PQclear(res);
-	res = NULL;
-
-	if (quarantined && !a->release && m->seq <= last) {
-		/* A stale copy (redelivered after a crash, say): nothing to keep. */
-		rollback(a);
-		return audit_row(a, m, "duplicate", last + 1, "stale aggregate_seq", true,
-				 err, errlen);
-	}
-	if (quarantined && !a->release) {
-		/* The order has a dead-lettered event: keep this one, in arrival
-		 * order, until the dead letter is retried or dropped. */
-		const char *params[10] = {
-			m->aggregate_id, seq_s, m->event_id, m->event_type,
-			m->status[0] ? m->status : NULL, m->has_total ? total_s : NULL,
-			m->topic, part_s, off_s, a->consumer_id_s,
-		};
-		bool parked;
-
-		res = run(a, "c_park", 10, params, PGRES_COMMAND_OK, state, err, errlen);
-		if (res == NULL)
-			goto fail;
-		parked = strcmp(PQcmdTuples(res), "1") == 0;
-		PQclear(res);
-		res = NULL;
-		if (!commit(a, state, err, errlen))
-			goto fail;
-		if (!parked)
-			return audit_row(a, m, "duplicate", last + 1,
-					 "already parked or dead-lettered", true, err, errlen);
-		return APPLY_PARKED;
-	}
-
-	res = run(a, "c_inbox", 1, p_eid, PGRES_COMMAND_OK, state, err, errlen);
-	if (res == NULL)
-		goto fail;
-	if (strcmp(PQcmdTuples(res), "0") == 0) {
-		PQclear(res);
-		res = NULL;
-		rollback(a);
-		return audit_row(a, m, "duplicate", -1, "event_id already in inbox", true,
-				 err, errlen);
-	}
-	PQclear(res);
-	res = NULL;
-
-	if (m->seq <= last) {
-		rollback(a);
-		return audit_row(a, m, "duplicate", last + 1, "stale aggregate_seq", true,
-				 err, errlen);
-	}
-	if (m->seq > last + 1) {
-		/* Not applied: held until the event before it is (drain_held). */
-		const char *v[4] = { seq_s, part_s, off_s, total_s };
-
-		if (!hold(a, m, v, state, err, errlen))
-			goto fail;
-		if (!commit(a, state, err, errlen))
-			goto fail;
-		return gap_row(a, m, last + 1, err, errlen);
-	}
-
-	{
-		const char *params[9] = {
-			m->event_id, m->aggregate_id, seq_s, m->event_type, a->consumer_id_s,
-			part_s, off_s, m->status[0] ? m->status : NULL,
-			m->has_total ? total_s : NULL,
-		};
-
-		healed = run(a, "c_apply", 9, params, PGRES_TUPLES_OK, state, err, errlen);
-		if (healed == NULL)
-			goto fail;
-	}
-	if (has_held &&
-	    !drain_held(a, m->aggregate_id, m->seq + 1, &held, &nheld, state, err, errlen))
-		goto fail;
-	crash_point("consumer.after_apply");
-	if (!commit(a, state, err, errlen))
-		goto fail;
-	crash_point("consumer.after_commit");
-	write_healed(a, m, healed, m->seq);
-	PQclear(healed);
-	for (int i = 0; i < nheld; i++) {
-		write_healed(a, m, held[i], m->seq + 1 + i);
-		PQclear(held[i]);
-	}
-	free(held);
-	if (nheld > 0)
-		log_info("order %s: %d held event(s) after seq %" PRId64 " applied", m->aggregate_id,
-			 nheld, m->seq);
-	return APPLY_APPLIED;
-
-fail:
-	PQclear(res);
-	PQclear(healed);
-	for (int i = 0; i < nheld; i++)
-		PQclear(held[i]);
-	free(held);
-	a->held_applied = 0;
-	rollback(a);
-	if (transient(a->conn, state))
-		return APPLY_RETRY;
-	if (strncmp(state, "22", 2) == 0) {
-		/* The message's own data was refused (bad UTF-8, say). */
-		char detail[512];
-
-		snprintf(detail, sizeof detail, "refused by the database (SQLSTATE %s): %s",
-			 state, err);
-		snprintf(err, errlen, "%s", detail);
-		return APPLY_POISON;
-	}
-	return rejected(state) ? APPLY_REJECTED : APPLY_FAILED;
+	snprintf(t.seq_s, sizeof t.seq_s, "%" PRId64, m->seq);
+	snprintf(t.part_s, sizeof t.part_s, "%" PRId32, m->partition);
+	snprintf(t.off_s, sizeof t.off_s, "%" PRId64, m->offset);
+	snprintf(t.total_s, sizeof t.total_s, "%" PRId64, m->total_cents);
+	s = event_lock(a, &t);
+	if (s == STAGE_NEXT)
+		s = event_park(a, &t, err, errlen);
+	if (s == STAGE_NEXT)
+		s = event_dedupe(a, &t, err, errlen);
+	if (s == STAGE_NEXT)
+		s = event_hold(a, &t, err, errlen);
+	if (s == STAGE_NEXT)
+		s = event_apply(a, &t);
+	if (s == STAGE_NEXT)
+		s = event_commit(a, &t);
+	event_txn_clear(&t);
+	return s == STAGE_DONE ? t.result : event_failed(a, &t, err, errlen);
 }
 
 /* ---------------------------------------------------------------- batches */
@@ -1017,13 +1021,60 @@ static int batch_in_sequence(struct apply *a, const struct apply_msg *m, int n,
 	return first;
 }
 
+/* Batch stage lock: every order's projection row, created if new, locked
+ * in one order (SQL_B_PROJ_NEW, SQL_B_LOCK), and the check against them
+ * (batch_in_sequence). False with e: a failure, or the check refused the
+ * event at *refused_at. */
+static bool batch_lock(struct apply *a, const struct apply_msg *m, int n,
+		       const char *const v[B_NARR], int *refused_at, struct db_err *e)
+{
+	PGresult *res = NULL;
+
+	if (db_run_prepared(a->conn, "c_b_proj_new", 1, &v[B_AGG], e))
+		res = run(a, "c_b_lock", 1, &v[B_AGG], PGRES_TUPLES_OK, e);
+	if (res == NULL)
+		return false;
+	*refused_at = batch_in_sequence(a, m, n, res, e->msg, sizeof e->msg);
+	PQclear(res);
+	if (*refused_at < n)
+		return false;
+	*refused_at = -1;
+	return true;
+}
+
+/* Batch stage dedupe: every event's inbox row (SQL_B_INBOX). One seen
+ * before refuses the batch: the one-by-one path drops it. */
+static bool batch_dedupe(struct apply *a, int n, const char *const v[B_NARR], struct db_err *e)
+{
+	PGresult *res = run(a, "c_b_inbox", 1, &v[B_EID], PGRES_COMMAND_OK, e);
+	bool all_new;
+
+	if (res == NULL)
+		return false;
+	all_new = strtol(PQcmdTuples(res), NULL, 10) == n;
+	PQclear(res);
+	if (!all_new)
+		own_err(e, "an event of the batch is in the inbox already");
+	return all_new;
+}
+
+/* Batch stage apply: the side effects and each order's new high-water
+ * mark (SQL_B_APPLY). */
+static bool batch_apply(struct apply *a, const char *const v[B_NARR], struct db_err *e)
+{
+	const char *p[B_NARR + 1];
+
+	memcpy(p, v, B_NARR * sizeof *p);
+	p[B_NARR] = a->consumer_id_s;
+	return db_run_prepared(a->conn, "c_b_apply", B_NARR + 1, p, e);
+}
+
 bool apply_batch(struct apply *a, const struct apply_msg *m, int n, int *refused_at, char *why,
 		 size_t whylen)
 {
-	const char *v[B_NARR], *p[B_NARR + 1];
-	char state[6] = "";
-	PGresult *res = NULL;
-	bool ok = false;
+	const char *v[B_NARR];
+	struct db_err e = { .msg = "" };
+	bool ok;
 
 	*refused_at = -1;
 	if (a->release || apply_lost(a)) {
@@ -1038,42 +1089,19 @@ bool apply_batch(struct apply *a, const struct apply_msg *m, int n, int *refused
 		snprintf(why, whylen, "out of memory");
 		return false;
 	}
-	if (!db_exec(a->conn, "BEGIN", why, whylen))
-		return false;
-	res = run(a, "c_b_proj_new", 1, &v[B_AGG], PGRES_COMMAND_OK, state, why, whylen);
-	if (res == NULL)
-		goto out;
-	PQclear(res);
-	res = run(a, "c_b_lock", 1, &v[B_AGG], PGRES_TUPLES_OK, state, why, whylen);
-	if (res == NULL)
-		goto out;
-	*refused_at = batch_in_sequence(a, m, n, res, why, whylen);
-	if (*refused_at < n)
-		goto out;
-	*refused_at = -1;
-	PQclear(res);
-	res = run(a, "c_b_inbox", 1, &v[B_EID], PGRES_COMMAND_OK, state, why, whylen);
-	if (res == NULL)
-		goto out;
-	if (strtol(PQcmdTuples(res), NULL, 10) != n) {
-		snprintf(why, whylen, "an event of the batch is in the inbox already");
-		goto out;
+	ok = db_begin(a->conn, &e) && batch_lock(a, m, n, v, refused_at, &e) &&
+	     batch_dedupe(a, n, v, &e) && batch_apply(a, v, &e);
+	if (ok) {
+		crash_point("consumer.after_apply"); /* once per transaction, as apply_event */
+		ok = db_commit(a->conn, &e);
 	}
-	PQclear(res);
-	memcpy(p, v, sizeof v);
-	p[B_NARR] = a->consumer_id_s;
-	res = run(a, "c_b_apply", B_NARR + 1, p, PGRES_COMMAND_OK, state, why, whylen);
-	if (res == NULL)
-		goto out;
-	crash_point("consumer.after_apply"); /* once per transaction, as apply_event */
-	ok = commit(a, state, why, whylen);
-	if (ok)
+	if (ok) {
 		crash_point("consumer.after_commit");
-out:
-	PQclear(res);
-	if (!ok)
-		rollback(a);
-	return ok;
+		return true;
+	}
+	err_out(&e, why, whylen);
+	db_rollback(a->conn);
+	return false;
 }
 
 void apply_set_release(struct apply *a, bool on)
@@ -1101,7 +1129,8 @@ enum apply_result apply_dead_letter(struct apply *a, const struct apply_msg *m,
 				    size_t errlen)
 {
 	char att_s[16], first_s[24], last_s[24], part_s[16], off_s[24], seq_s[24], id_s[24];
-	char state[6] = "", error[1024], reason[64];
+	char error[1024], reason[64];
+	struct db_err e = { .msg = "" };
 	const char *params[17];
 	int lengths[17] = { 0 }, formats[17] = { 0 };
 	PGresult *res = NULL;
@@ -1152,28 +1181,27 @@ enum apply_result apply_dead_letter(struct apply *a, const struct apply_msg *m,
 	lengths[15] = (int)d->payload_len;
 	formats[15] = 1;
 	params[16] = d->headers_hex;
-	if (!db_exec(a->conn, "BEGIN", err, errlen))
-		return transient(a->conn, "") ? APPLY_RETRY : APPLY_FAILED;
+	if (!db_begin(a->conn, &e)) {
+		/* As for any failure without a transaction: try again. */
+		err_out(&e, err, errlen);
+		return APPLY_RETRY;
+	}
 	in_txn = true;
 	if (has_order) {
 		/* The projection lock first, as in apply_event and the release. */
 		const char *p_agg[1] = { m->aggregate_id };
 
-		res = run(a, "c_proj_new", 1, p_agg, PGRES_COMMAND_OK, state, err, errlen);
-		if (res == NULL)
-			goto out;
-		PQclear(res);
-		res = run(a, "c_lock", 1, p_agg, PGRES_TUPLES_OK, state, err, errlen);
-		if (res == NULL)
+		if (!db_run_prepared(a->conn, "c_proj_new", 1, p_agg, &e) ||
+		    (res = run(a, "c_lock", 1, p_agg, PGRES_TUPLES_OK, &e)) == NULL)
 			goto out;
 		PQclear(res);
 	}
-	res = run_params(a, "c_dead", 17, params, lengths, formats, PGRES_TUPLES_OK, state, err,
-			 errlen);
+	res = db_query_prepared(a->conn, "c_dead", 17, params, lengths, formats, PGRES_TUPLES_OK,
+				&e);
 	if (res == NULL)
 		goto out;
 	if (PQntuples(res) < 1) {
-		snprintf(err, errlen, "dead letter row not found after insert");
+		own_err(&e, "dead letter row not found after insert");
 		goto out;
 	}
 	*id = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
@@ -1183,27 +1211,21 @@ enum apply_result apply_dead_letter(struct apply *a, const struct apply_msg *m,
 	if (has_order) {
 		const char *qp[3] = { m->aggregate_id, id_s, seq_s };
 
-		res = run(a, "c_quarantine", 3, qp, PGRES_COMMAND_OK, state, err, errlen);
-		if (res == NULL)
+		if (!db_run_prepared(a->conn, "c_quarantine", 3, qp, &e))
 			goto out;
-		PQclear(res);
-		res = NULL;
 	}
-	res = PQexec(a->conn, "COMMIT");
-	if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-		db_error(a->conn, res, err, errlen);
-		snprintf(state, sizeof state, "%s", db_sqlstate(res));
+	if (!db_commit(a->conn, &e))
 		goto out;
-	}
 	in_txn = false;
 	r = APPLY_DUPLICATE;
 out:
 	if (in_txn) {
-		/* Failed inside the transaction (err and state say why). */
-		r = transient(a->conn, state) ? APPLY_RETRY : APPLY_FAILED;
+		/* Failed inside the transaction (e says why). */
+		err_out(&e, err, errlen);
+		r = transient(a->conn, &e) ? APPLY_RETRY : APPLY_FAILED;
 		PQclear(res);
 		res = NULL;
-		rollback(a);
+		db_rollback(a->conn);
 	}
 	PQclear(res);
 	return r;
@@ -1217,9 +1239,9 @@ bool apply_report(struct apply *a, const struct apply_counters *c, int64_t start
 		c->dead_lettered, c->parked, c->foreign, c->foreign_partitions, c->reconnects,
 	};
 	enum { NV = sizeof v / sizeof v[0] };
-	char pid_s[16], st_s[24], n[NV][24], state[6];
+	char pid_s[16], st_s[24], n[NV][24];
 	const char *params[4 + NV];
-	PGresult *res;
+	struct db_err e;
 
 	if (apply_lost(a)) {
 		snprintf(err, errlen, "not connected");
@@ -1237,18 +1259,16 @@ bool apply_report(struct apply *a, const struct apply_counters *c, int64_t start
 	}
 	/* Synchronous whatever the session says: its WAL flush covers every
 	 * transaction this session committed asynchronously before it. */
-	if (!db_exec(a->conn, "BEGIN", err, errlen))
+	if (!db_begin(a->conn, &e)) {
+		err_out(&e, err, errlen);
 		return false;
-	if (!db_exec(a->conn, "SET LOCAL synchronous_commit = on", err, errlen))
-		goto fail;
-	res = run(a, "c_report", 4 + NV, params, PGRES_COMMAND_OK, state, err, errlen);
-	if (res == NULL)
-		goto fail;
-	PQclear(res);
-	if (!db_exec(a->conn, "COMMIT", err, errlen))
-		goto fail;
+	}
+	if (!db_run(a->conn, "SET LOCAL synchronous_commit = on", 0, NULL, &e) ||
+	    !db_run_prepared(a->conn, "c_report", 4 + NV, params, &e) ||
+	    !db_commit(a->conn, &e)) {
+		err_out(&e, err, errlen);
+		db_rollback(a->conn);
+		return false;
+	}
 	return true;
-fail:
-	rollback(a);
-	return false;
 }

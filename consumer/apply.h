@@ -70,10 +70,11 @@ struct apply_dead {
 
 struct apply;
 
-/* Parse a consumed message into m. False when it lacks what an event needs
- * (key, event_id, aggregate_seq) with the reason in why: the caller records
- * it as poison. partition and offset are filled in either case; so are the
- * fields that could be read. */
+/* Parse a consumed message into m: key and headers by kafka_event_decode,
+ * then the payload's status and total. False when it lacks what an event
+ * needs (key, event_id, aggregate_seq) with the reason in why (the
+ * decoder's): the caller records it as poison. partition and offset are
+ * filled in either case; so are the fields that could be read. */
 bool apply_parse(const rd_kafka_message_t *rkm, struct apply_msg *m, char *why, size_t whylen)
 	__attribute__((warn_unused_result));
 
