@@ -342,30 +342,7 @@ void db_rollback(PGconn *conn)
 	PQclear(PQexec(conn, "ROLLBACK"));
 }
 
-/* ---- kept for relay/ and consumer/ until they are ported ------------------ */
-
-PGconn *db_connect_retry(const char *conninfo, const char *what,
-			 volatile sig_atomic_t *stop)
-{
-	return db_open_retry(conninfo, NULL, what, stop);
-}
-
-bool db_exec(PGconn *conn, const char *sql, char *err, size_t errlen)
-{
-	struct db_err e;
-
-	if (db_run(conn, sql, 0, NULL, &e))
-		return true;
-	snprintf(err, errlen, "%s", e.msg);
-	return false;
-}
-
-const char *db_sqlstate(const PGresult *res)
-{
-	const char *s = res != NULL ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
-
-	return s != NULL ? s : "";
-}
+/* ---- a message into a plain buffer -------------------------------------- */
 
 void db_error(PGconn *conn, const PGresult *res, char *err, size_t errlen)
 {

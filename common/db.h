@@ -126,20 +126,8 @@ bool db_commit(PGconn *conn, struct db_err *e) __attribute__((warn_unused_result
  * the connection is gone, idle or busy. Safe on every cleanup path. */
 void db_rollback(PGconn *conn);
 
-/* ---- kept for relay/ and consumer/ until they are ported ----------------- */
-
-/* db_open_retry(conninfo, NULL, what, stop). */
-PGconn *db_connect_retry(const char *conninfo, const char *what,
-			 volatile sig_atomic_t *stop) __attribute__((warn_unused_result));
-
-/* db_run(conn, sql, 0, NULL) with the message in err. */
-bool db_exec(PGconn *conn, const char *sql, char *err, size_t errlen)
-	__attribute__((warn_unused_result));
-
-/* SQLSTATE of a result, "" when there is none. */
-const char *db_sqlstate(const PGresult *res);
-
-/* db_err_fill's message into err. */
+/* db_err_fill's message into err: for code that reports other failures in
+ * the same plain buffer (the CDC relay's replication stream). */
 void db_error(PGconn *conn, const PGresult *res, char *err, size_t errlen);
 
 /* ---- arrays ------------------------------------------------------------- */
