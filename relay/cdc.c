@@ -23,6 +23,10 @@
  *     stream skips the ids the catch-up marked (poll_marked) until it
  *     passes the WAL insert position read after the catch-up (every row the
  *     catch-up saw committed before it), so such a backlog goes out once.
+ *     The record outlives a session that ends before the stream passes
+ *     that position: the next catch-up adds to it (it finds those rows
+ *     sent), and the next stream, from the same confirmed position, still
+ *     skips them.
  *
  *  3. sent_at stays the truth for "published": a streamed row is marked
  *     before its transaction is confirmed, so a polling relay that takes
@@ -163,7 +167,7 @@ struct cdc {
 
 	struct poll_marked caught; /* ids the catch-up poll marked (point 2) ... */
 	uint64_t caught_lsn;       /* ... skipped in the stream up to this position */
-	int64_t skipped;           /* streamed events skipped so (this session) */
+	int64_t skipped;           /* streamed events skipped so far (this session) */
 
 	char **blocked;        /* aggregates with a refused unsent row (point 5) */
 	int nblocked, blockedcap;
@@ -564,6 +568,7 @@ static bool cdc_on_message(struct cdc *x, struct pgo_reader *r, char *err, size_
 			log_info("the stream passed the catch-up poll: %" PRId64 " events it had "
 				 "published were not sent again", x->skipped);
 			poll_marked_free(&x->caught);
+			x->skipped = 0;
 		}
 		if (x->tail != NULL)
 			x->tail->next = x->cur;
@@ -946,7 +951,6 @@ static enum lead_result cdc_catch_up(struct cdc *x, char *err, size_t errlen)
 	int64_t max_id;
 	int rc;
 
-	poll_marked_free(&x->caught);
 	res = cdc_rows(x, "SELECT coalesce(max(id), 0) FROM public.outbox", 0, NULL, err,
 			errlen);
 	if (res == NULL)
@@ -959,10 +963,8 @@ static enum lead_result cdc_catch_up(struct cdc *x, char *err, size_t errlen)
 	/* Every row the drain marked committed before this position. */
 	res = cdc_rows(x, "SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::bigint", 0,
 			NULL, err, errlen);
-	if (res == NULL) {
-		poll_marked_free(&x->caught);
+	if (res == NULL)
 		return db_lost(x->db) ? LEAD_DB_LOST : LEAD_RETRY;
-	}
 	x->caught_lsn = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
 	PQclear(res);
 	if (x->caught.failed) {
@@ -970,7 +972,6 @@ static enum lead_result cdc_catch_up(struct cdc *x, char *err, size_t errlen)
 			 "them again (consumers drop the copies)");
 		poll_marked_free(&x->caught);
 	}
-	x->skipped = 0;
 	log_info("unsent rows up to id %" PRId64 " published by polling; streaming from the slot "
 		 "(skipping what the poll published, %d id runs)", max_id, x->caught.n);
 	return LEAD_OK;

@@ -873,9 +873,13 @@ static bool pass_result_ok(int out)
  * open on either lane. */
 static enum pass_result relay_pass(struct relay *r)
 {
-	struct pass *p = &r->lane[r->cur], *o = &r->lane[!r->cur];
+	struct pass *p, *o;
 	int out, next = PASS_IDLE;
 
+	if (!r->lane[r->cur].busy && r->lane[r->cur].conn == NULL)
+		r->cur = 0; /* lane 1 lost its connection: lane 0 (always open) goes on */
+	p = &r->lane[r->cur];
+	o = &r->lane[!r->cur];
 	if (!p->busy && (out = pass_start(r, p)) != PASS_NEXT)
 		goto done;
 	if ((out = pass_reports(r, p)) == PASS_NEXT && (out = pass_mark_send(r, p)) == PASS_NEXT) {
@@ -886,8 +890,6 @@ static enum pass_result relay_pass(struct relay *r)
 		if ((out = pass_mark_end(p)) == PASS_NEXT)
 			out = pass_commit(r, p);
 	}
-	PQclear(p->claim);
-	p->claim = NULL;
 	if (next == PASS_NEXT && !pass_result_ok(out))
 		pass_abandon(r, o, out == PASS_RETRY || out == PASS_DB_LOST);
 	if (o->busy)
@@ -901,6 +903,10 @@ static enum pass_result relay_pass(struct relay *r)
 	if (out == PASS_OK && p->overlapped)
 		out = PASS_AGAIN; /* rows it skipped were the other lane's, not absent */
 done:
+	if (!p->busy) {
+		PQclear(p->claim);
+		p->claim = NULL;
+	}
 	if (out == PASS_DB_LOST && p->conn != NULL && db_lost(p->conn)) {
 		PQfinish(p->conn);
 		p->conn = NULL;
@@ -969,6 +975,7 @@ static void relay_free(struct relay *r)
 	for (int i = 0; i < 2; i++) {
 		struct pass *p = &r->lane[i];
 
+		PQclear(p->claim);
 		if (p->conn != NULL)
 			PQfinish(p->conn);
 		free(p->rows);
@@ -1091,7 +1098,8 @@ static int poll_loop(const struct conf *c, int relay_id, volatile sig_atomic_t *
 		case PASS_IDLE:
 		case PASS_OK:
 			backoff = 0;
-			due = now + c->relay_poll_interval_ms;
+			/* A drain goes on until a pass finds nothing: at once. */
+			due = drain ? now : now + c->relay_poll_interval_ms;
 			break;
 		case PASS_FULL:
 		case PASS_AGAIN:

@@ -80,6 +80,11 @@ ok $? "a restarted relay catches up and publishes them"
 is "$(missing_from_topic "$OUTBOX_TOPIC" | wc -l)" "0" "none of the 650 is missing from the topic"
 is "$(q "SELECT count(*) FROM pg_replication_slots")" "1" "still one slot"
 
+# Written once the restarted relay streams (after its catch-up): a commit
+# the stream reaches after the catch-up's position, as the check below needs.
+streaming_again() { [ "$(grep -c 'streaming slot outboxd' "$tmp/relay.log")" -ge 2 ]; }
+wait_for 30 streaming_again
+ok $? "the restarted relay streams after its catch-up"
 write 2 5 # streamed (the restart's catch-up above went out by polling)
 wait_for 30 drained
 # The 100 written while it was dead are in the slot too: the stream skips
