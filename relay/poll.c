@@ -336,7 +336,7 @@ void poll_marked_free(struct poll_marked *m)
 static bool relay_db_open(struct relay *r, struct pass *p)
 {
 	char appname[64];
-	struct db_conn_opts o = { .appname = appname };
+	struct db_conn_opts o = { .appname = appname, .no_jit = true };
 	struct db_err e;
 	bool first = p == &r->lane[0];
 
@@ -350,11 +350,11 @@ static bool relay_db_open(struct relay *r, struct pass *p)
 	 * evaluate it for EVERY unsent row (locking every aggregate of the
 	 * backlog, exhausting the lock table and starving the other relays).
 	 * These settings only steer this session's planner, whose only
-	 * statements are the ones below. JIT off: the claim and the marks of
-	 * a large batch cross jit_above_cost, and compiling them took about
-	 * 40 % of the backend's CPU for nothing (each runs in milliseconds). */
-	if (!db_run(p->conn, "SET jit = off", 0, NULL, &e) ||
-	    !db_run(p->conn, "SET enable_seqscan = off", 0, NULL, &e) ||
+	 * statements are the ones below. JIT off (no_jit above): the claim
+	 * and the marks of a large batch cross jit_above_cost, and compiling
+	 * them took about 40 % of the backend's CPU for nothing (each runs in
+	 * milliseconds). */
+	if (!db_run(p->conn, "SET enable_seqscan = off", 0, NULL, &e) ||
 	    !db_run(p->conn, "SET enable_bitmapscan = off", 0, NULL, &e) ||
 	    !db_run(p->conn, "SET enable_sort = off", 0, NULL, &e))
 		goto fail;
