@@ -1192,7 +1192,7 @@ static void cdc_settle(struct cdc *x)
 	bool moved;
 
 	if (x->pub.rk != NULL &&
-	    !publish_wait(&x->pub, x->cfg->kafka_delivery_timeout_ms + 5000))
+	    !publish_wait(&x->pub, NULL, 0, x->cfg->kafka_delivery_timeout_ms + 5000))
 		log_warn("stopping with %d events unacknowledged; they are streamed again",
 			 publish_outstanding());
 	if (cdc_collect(x, err, sizeof err) && cdc_mark_done(x, true, &moved, err, sizeof err) &&

@@ -616,8 +616,8 @@ static int pass_reports(struct relay *r, struct pass *p)
 	const struct conf *c = r->cfg;
 	char err[1024];
 
-	if (!publish_wait_rows(&r->pub, p->rows, p->n,
-			       (long)c->kafka_delivery_timeout_ms + RELAY_REPORT_MARGIN_MS)) {
+	if (!publish_wait(&r->pub, p->rows, p->n,
+			  (long)c->kafka_delivery_timeout_ms + RELAY_REPORT_MARGIN_MS)) {
 		log_error("pass %s: %d delivery reports still missing after %d ms; "
 			  "rolling back and re-creating the producer",
 			  p->id, publish_outstanding(),
@@ -847,9 +847,9 @@ static int pass_start(struct relay *r, struct pass *p)
  * later batch in these slots), then it rolls back. */
 static void pass_abandon(struct relay *r, struct pass *p, bool producer_stays)
 {
-	if (!producer_stays || !publish_wait_rows(&r->pub, p->rows, p->n,
-						  (long)r->cfg->kafka_delivery_timeout_ms +
-						  RELAY_REPORT_MARGIN_MS))
+	if (!producer_stays || !publish_wait(&r->pub, p->rows, p->n,
+					     (long)r->cfg->kafka_delivery_timeout_ms +
+					     RELAY_REPORT_MARGIN_MS))
 		for (int i = 0; i < p->n; i++)
 			p->rows[i].pending = false; /* the producer goes: no report comes */
 	pass_end(p);
