@@ -126,6 +126,31 @@ bool db_lost(PGconn *conn)
 
 /* ---- connecting ----------------------------------------------------------- */
 
+/* The user's own options (from conninfo) with the settings o asks for
+ * added after them, so ours win; into opt, which is returned. */
+static const char *db_options(const char *conninfo, const struct db_conn_opts *o, char *opt,
+			      size_t optlen)
+{
+	PQconninfoOption *parsed = PQconninfoParse(conninfo, NULL);
+	size_t n = 0;
+
+	opt[0] = '\0';
+	for (const PQconninfoOption *p = parsed; p != NULL && p->keyword != NULL; p++)
+		if (strcmp(p->keyword, "options") == 0 && p->val != NULL)
+			db_put(opt, optlen, &n, p->val);
+	PQconninfoFree(parsed);
+	if (o->no_jit)
+		db_put(opt, optlen, &n, n > 0 ? " -c jit=off" : "-c jit=off");
+	if (o->timeout_s > 0) {
+		char st[48];
+
+		snprintf(st, sizeof st, "%s-c statement_timeout=%d", n > 0 ? " " : "",
+			 o->timeout_s * 1000);
+		db_put(opt, optlen, &n, st);
+	}
+	return opt;
+}
+
 PGconn *db_open(const char *conninfo, const struct db_conn_opts *o, struct db_err *e)
 {
 	static const struct db_conn_opts plain = { 0 };
@@ -156,21 +181,13 @@ PGconn *db_open(const char *conninfo, const struct db_conn_opts *o, struct db_er
 		vals[k++] = "database";
 	}
 	if (o->timeout_s > 0) {
-		PQconninfoOption *parsed = PQconninfoParse(conninfo, NULL);
-		const char *user_opt = "";
-
-		/* statement_timeout added to the user's own options. */
-		for (const PQconninfoOption *p = parsed; p != NULL && p->keyword != NULL; p++)
-			if (strcmp(p->keyword, "options") == 0 && p->val != NULL)
-				user_opt = p->val;
-		snprintf(opt, sizeof opt, "%s%s-c statement_timeout=%d", user_opt,
-			 user_opt[0] != '\0' ? " " : "", o->timeout_s * 1000);
-		PQconninfoFree(parsed);
 		snprintf(t, sizeof t, "%d", o->timeout_s);
 		keys[k] = "connect_timeout";
 		vals[k++] = t;
+	}
+	if (o->timeout_s > 0 || o->no_jit) {
 		keys[k] = "options";
-		vals[k++] = opt;
+		vals[k++] = db_options(conninfo, o, opt, sizeof opt);
 	}
 	keys[k] = NULL;
 	vals[k] = NULL;

@@ -57,6 +57,8 @@ struct db_conn_opts {
 	const char *appname; /* application_name; NULL: whatever conninfo says */
 	bool replication;    /* replication=database: a logical replication stream */
 	int timeout_s;       /* > 0: connect_timeout and statement_timeout (probes) */
+	bool no_jit;         /* jit=off: worker sessions whose batch statements cross
+			      * jit_above_cost yet run in milliseconds */
 };
 
 /* One attempt: conninfo (key/value string or URI) checked by libpq's parser,

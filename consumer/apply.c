@@ -459,10 +459,6 @@ static void own_err(struct db_err *e, const char *fmt, ...)
 /* The session's settings, then every statement prepared. False with e. */
 static bool prepare_all(struct apply *a, struct db_err *e)
 {
-	/* No JIT: the batch statements cross jit_above_cost, and compiling
-	 * them costs more than running them. */
-	if (!db_run(a->conn, "SET jit = off", 0, NULL, e))
-		return false;
 	if (a->async_commit && !db_run(a->conn, "SET synchronous_commit = off", 0, NULL, e))
 		return false;
 	for (size_t i = 0; i < sizeof statements / sizeof statements[0]; i++)
@@ -473,7 +469,9 @@ static bool prepare_all(struct apply *a, struct db_err *e)
 
 bool apply_connect(struct apply *a, volatile sig_atomic_t *stop)
 {
-	const struct db_conn_opts o = { .appname = a->appname };
+	/* No JIT: the batch statements cross jit_above_cost, and compiling
+	 * them costs more than running them. */
+	const struct db_conn_opts o = { .appname = a->appname, .no_jit = true };
 	long backoff = 0;
 
 	for (;;) {

@@ -1192,7 +1192,7 @@ static void cdc_settle(struct cdc *x)
 	bool moved;
 
 	if (x->pub.rk != NULL &&
-	    !publish_wait(&x->pub, x->cfg->kafka_delivery_timeout_ms + 5000))
+	    !publish_wait(&x->pub, NULL, 0, x->cfg->kafka_delivery_timeout_ms + 5000))
 		log_warn("stopping with %d events unacknowledged; they are streamed again",
 			 publish_outstanding());
 	if (cdc_collect(x, err, sizeof err) && cdc_mark_done(x, true, &moved, err, sizeof err) &&
@@ -1312,17 +1312,12 @@ static enum lead_result cdc_stream(struct cdc *x, char *err, size_t errlen)
 static bool cdc_db_open(struct cdc *x)
 {
 	char appname[64];
-	struct db_conn_opts o = { .appname = appname };
-	struct db_err e;
+	/* No JIT for the mark UPDATEs of thousands of ids (as poll.c). */
+	struct db_conn_opts o = { .appname = appname, .no_jit = true };
 
 	snprintf(appname, sizeof appname, "outbox-relay[%d]", x->id);
 	x->db = db_open_retry(x->cfg->db_conninfo, &o, "relay", x->stop);
-	if (x->db == NULL)
-		return false;
-	/* No JIT for the mark UPDATEs of thousands of ids (as poll.c). */
-	if (!db_run(x->db, "SET jit = off", 0, NULL, &e))
-		log_warn("SET jit = off: %s", e.msg);
-	return true;
+	return x->db != NULL;
 }
 
 /* Try the slot's leader lock. False with *lost set when the connection

@@ -67,8 +67,10 @@
  * previous pass claimed and left unsent, else one past its highest), so it
  * does not walk the index entries of every row marked since the last
  * vacuum. A row below the cursor (committed late with a low id, locked by
- * another relay, left unsent) is not lost: every pass that is not full,
- * and a pass at least every RELAY_RESCAN_MS, scans from id 0. Nor can
+ * another relay, left unsent) is not lost: the next claim to start after
+ * a pass that is not full, and a claim at least every RELAY_RESCAN_MS,
+ * scans from id 0 (struct cursor and its cursor_* functions hold these
+ * rules). Nor can
  * it reorder: an aggregate's later event claimed above the cursor while an
  * earlier one waits below it fails the re-check (point 3: its run must
  * start at the oldest unsent seq), so it stays unsent too.
@@ -229,6 +231,13 @@ struct pass {
 	struct db_array sent, failed_ids, failed_why, failed_refused; /* the marks */
 };
 
+/* Where a claim starts (the cursor of the proof at the top): all of its
+ * state, and its rules in the cursor_* functions below. Zeroed: from id 0. */
+struct cursor {
+	int64_t low;                /* claim only ids >= this; 0: from id 0 */
+	int64_t rescan_ms;          /* when the last claim from id 0 started */
+};
+
 struct relay {
 	const struct conf *cfg;
 	int id;
@@ -241,8 +250,7 @@ struct relay {
 	int cap;
 	int64_t pass_no;
 	int64_t max_id;             /* claim only rows with id <= this */
-	int64_t low;                /* ... and >= this: the cursor (see the top) */
-	int64_t rescan_ms;          /* last claim from id 0 */
+	struct cursor cursor;       /* ... and >= cursor.low (see the top) */
 	int log_fd;
 	struct publish_counters ctr;
 	struct cluster_guard cluster;
@@ -253,6 +261,34 @@ struct relay {
 	bool notified;
 	struct poll_marked *marked; /* a drain's record of what it marked, or NULL */
 };
+
+/* Before a pass: back to id 0 when the last claim from there started
+ * RELAY_RESCAN_MS or more before now_ms. */
+static void cursor_tick(struct cursor *c, int64_t now_ms)
+{
+	if (now_ms - c->rescan_ms >= RELAY_RESCAN_MS)
+		c->low = 0;
+}
+
+/* The lower bound of a claim that starts at now_ms; a claim from id 0
+ * restarts the RELAY_RESCAN_MS clock. */
+static int64_t cursor_claim(struct cursor *c, int64_t now_ms)
+{
+	if (c->low == 0)
+		c->rescan_ms = now_ms;
+	return c->low;
+}
+
+/* After pass p. A full one's rows are in id order: the next claim starts
+ * at the lowest id it left unsent, else one past its last row. Any other
+ * pass (caught up, or in trouble) sends the next claim back to id 0. */
+static void cursor_pass_done(struct cursor *c, const struct pass *p, bool full)
+{
+	if (!full)
+		c->low = 0;
+	else
+		c->low = p->left != INT64_MAX ? p->left : p->rows[p->n - 1].id + 1;
+}
 
 /* Add one id; a pass adds its ids in ascending order, so a backlog's
  * consecutive ids extend the last run. */
@@ -336,7 +372,7 @@ void poll_marked_free(struct poll_marked *m)
 static bool relay_db_open(struct relay *r, struct pass *p)
 {
 	char appname[64];
-	struct db_conn_opts o = { .appname = appname };
+	struct db_conn_opts o = { .appname = appname, .no_jit = true };
 	struct db_err e;
 	bool first = p == &r->lane[0];
 
@@ -350,11 +386,11 @@ static bool relay_db_open(struct relay *r, struct pass *p)
 	 * evaluate it for EVERY unsent row (locking every aggregate of the
 	 * backlog, exhausting the lock table and starving the other relays).
 	 * These settings only steer this session's planner, whose only
-	 * statements are the ones below. JIT off: the claim and the marks of
-	 * a large batch cross jit_above_cost, and compiling them took about
-	 * 40 % of the backend's CPU for nothing (each runs in milliseconds). */
-	if (!db_run(p->conn, "SET jit = off", 0, NULL, &e) ||
-	    !db_run(p->conn, "SET enable_seqscan = off", 0, NULL, &e) ||
+	 * statements are the ones below. JIT off (no_jit above): the claim
+	 * and the marks of a large batch cross jit_above_cost, and compiling
+	 * them took about 40 % of the backend's CPU for nothing (each runs in
+	 * milliseconds). */
+	if (!db_run(p->conn, "SET enable_seqscan = off", 0, NULL, &e) ||
 	    !db_run(p->conn, "SET enable_bitmapscan = off", 0, NULL, &e) ||
 	    !db_run(p->conn, "SET enable_sort = off", 0, NULL, &e))
 		goto fail;
@@ -527,9 +563,7 @@ static int pass_claim(struct relay *r, struct pass *p)
 		return pass_db_fail(p);
 	snprintf(limit, sizeof limit, "%d", r->cfg->relay_batch_size);
 	snprintf(bound, sizeof bound, "%" PRId64, r->max_id);
-	if (r->low == 0)
-		r->rescan_ms = p->t0;
-	snprintf(low, sizeof low, "%" PRId64, r->low);
+	snprintf(low, sizeof low, "%" PRId64, cursor_claim(&r->cursor, p->t0));
 	p->claim = db_query_prepared(p->conn, "relay_claim", 3, params, NULL, NULL,
 				     PGRES_TUPLES_OK, &p->e);
 	p->claimed_us = util_now_us();
@@ -616,8 +650,8 @@ static int pass_reports(struct relay *r, struct pass *p)
 	const struct conf *c = r->cfg;
 	char err[1024];
 
-	if (!publish_wait_rows(&r->pub, p->rows, p->n,
-			       (long)c->kafka_delivery_timeout_ms + RELAY_REPORT_MARGIN_MS)) {
+	if (!publish_wait(&r->pub, p->rows, p->n,
+			  (long)c->kafka_delivery_timeout_ms + RELAY_REPORT_MARGIN_MS)) {
 		log_error("pass %s: %d delivery reports still missing after %d ms; "
 			  "rolling back and re-creating the producer",
 			  p->id, publish_outstanding(),
@@ -811,10 +845,6 @@ static int pass_commit(struct relay *r, struct pass *p)
 	} else {
 		out = p->n >= r->cfg->relay_batch_size && p->enq > 0 ? PASS_FULL : PASS_OK;
 	}
-	/* Rows are in id order: the next full pass starts at the lowest one
-	 * left unsent, else past the last one (the cursor, at the top). */
-	if (out == PASS_FULL)
-		r->low = p->left != INT64_MAX ? p->left : p->rows[p->n - 1].id + 1;
 	log_debug("pass %s: claimed %d, published %d, acked %d, failed %d, marked %d in %" PRId64
 		  " ms (claim %" PRId64 ", kafka %" PRId64 ", mark %" PRId64 ", commit %" PRId64 ")",
 		  p->id, p->n, p->enq, p->acked, p->failed, p->marked, util_mono_ms() - p->t0,
@@ -847,9 +877,9 @@ static int pass_start(struct relay *r, struct pass *p)
  * later batch in these slots), then it rolls back. */
 static void pass_abandon(struct relay *r, struct pass *p, bool producer_stays)
 {
-	if (!producer_stays || !publish_wait_rows(&r->pub, p->rows, p->n,
-						  (long)r->cfg->kafka_delivery_timeout_ms +
-						  RELAY_REPORT_MARGIN_MS))
+	if (!producer_stays || !publish_wait(&r->pub, p->rows, p->n,
+					     (long)r->cfg->kafka_delivery_timeout_ms +
+					     RELAY_REPORT_MARGIN_MS))
 		for (int i = 0; i < p->n; i++)
 			p->rows[i].pending = false; /* the producer goes: no report comes */
 	pass_end(p);
@@ -911,8 +941,8 @@ done:
 		PQfinish(p->conn);
 		p->conn = NULL;
 	}
-	if (out != PASS_FULL)
-		r->low = 0; /* caught up or in trouble: the next claim scans from id 0 */
+	/* Only pass_commit returns PASS_FULL: p committed a full batch. */
+	cursor_pass_done(&r->cursor, p, out == PASS_FULL);
 	return (enum pass_result)out;
 }
 
@@ -1086,8 +1116,7 @@ static int poll_loop(const struct conf *c, int relay_id, volatile sig_atomic_t *
 			continue;
 		}
 		r.notified = false;
-		if (now - r.rescan_ms >= RELAY_RESCAN_MS)
-			r.low = 0;
+		cursor_tick(&r.cursor, now);
 		pr = relay_pass(&r);
 		now = util_mono_ms();
 		if (drain && (pr == PASS_IDLE || (pr == PASS_OK && !until_idle))) {

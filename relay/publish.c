@@ -100,30 +100,21 @@ int publish_send(struct publisher *p, struct publish_row *rows, int n)
 	return sent;
 }
 
-bool publish_wait(struct publisher *p, long timeout_ms)
+bool publish_wait(struct publisher *p, const struct publish_row *rows, int n, long timeout_ms)
 {
 	int64_t deadline = util_mono_ms() + timeout_ms;
+	int i = 0;
 
-	while (publish_pending > 0) {
+	for (;;) {
+		/* A report only ever clears pending: rows before i stay done. */
+		while (rows != NULL && i < n && !rows[i].pending)
+			i++;
+		if (rows != NULL ? i == n : publish_pending == 0)
+			return true;
 		if (util_mono_ms() >= deadline)
 			return false;
 		rd_kafka_poll(p->rk, 100);
 	}
-	return true;
-}
-
-bool publish_wait_rows(struct publisher *p, const struct publish_row *rows, int n,
-		       long timeout_ms)
-{
-	int64_t deadline = util_mono_ms() + timeout_ms;
-
-	for (int i = 0; i < n; i++)
-		while (rows[i].pending) {
-			if (util_mono_ms() >= deadline)
-				return false;
-			rd_kafka_poll(p->rk, 100);
-		}
-	return true;
 }
 
 bool publish_err_permanent(rd_kafka_resp_err_t err)

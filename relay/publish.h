@@ -56,16 +56,12 @@ void publish_close(struct publisher *p);
  * of it. Returns the number of rows enqueued. */
 int publish_send(struct publisher *p, struct publish_row *rows, int n);
 
-/* Serve delivery reports until none of this batch is outstanding or
- * timeout_ms passed. True when every report is in; false on timeout (the
- * caller must then abandon the producer: see publish_close). The stop
- * flag deliberately does not shorten this wait. */
-bool publish_wait(struct publisher *p, long timeout_ms);
-
-/* publish_wait for the reports of rows[0..n-1] only (another batch may be
- * in flight meanwhile). */
-bool publish_wait_rows(struct publisher *p, const struct publish_row *rows, int n,
-		       long timeout_ms);
+/* Serve delivery reports until none of rows[0..n-1] is outstanding (rows
+ * NULL: none at all, whichever batch it belongs to) or timeout_ms passed.
+ * True when every report is in; false on timeout (the caller must then
+ * abandon the producer: see publish_close). The stop flag deliberately
+ * does not shorten this wait. */
+bool publish_wait(struct publisher *p, const struct publish_row *rows, int n, long timeout_ms);
 
 /* Whether err (an enqueue error or a delivery report's) means Kafka will
  * never accept this message as it is, whatever the retries: too large for

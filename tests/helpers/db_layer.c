@@ -35,6 +35,7 @@ int main(int argc, char **argv)
 	struct db_conn_opts app = { .appname = "t106-app" };
 	struct db_conn_opts quick = { .appname = "t106-quick", .timeout_s = 3 };
 	struct db_conn_opts repl = { .appname = "t106-repl", .replication = true };
+	struct db_conn_opts nojit = { .appname = "t106-nojit", .no_jit = true };
 	struct db_err e;
 	PGconn *conn, *victim;
 	PGresult *res;
@@ -58,6 +59,11 @@ int main(int argc, char **argv)
 	conn = db_open(ci, &quick, &e);
 	ok(conn != NULL, "db_open with a timeout connects");
 	is_str(one(conn, "SHOW statement_timeout", v, sizeof v), "3s", "  statement_timeout set");
+	is_str(one(conn, "SHOW search_path", v, sizeof v), "t106", "  the user's options kept");
+	PQfinish(conn);
+	conn = db_open(ci, &nojit, &e);
+	ok(conn != NULL, "db_open with no_jit connects");
+	is_str(one(conn, "SHOW jit", v, sizeof v), "off", "  jit off");
 	is_str(one(conn, "SHOW search_path", v, sizeof v), "t106", "  the user's options kept");
 	PQfinish(conn);
 	conn = db_open(argv[1], &repl, &e);
