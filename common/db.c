@@ -329,6 +329,79 @@ bool db_collect(PGconn *conn, struct db_err *e)
 	return ok;
 }
 
+static bool db_pipeline_send(PGconn *conn, const struct db_step *s, int n)
+{
+	for (int i = 0; i < n; i++) {
+		int sent = s[i].name != NULL
+				   ? PQsendQueryPrepared(conn, s[i].name, s[i].n, s[i].params, NULL,
+							 NULL, 0)
+				   : PQsendQueryParams(conn, s[i].sql, s[i].n, NULL, s[i].params, NULL,
+						       NULL, 0);
+		if (!sent)
+			return false;
+	}
+	return PQpipelineSync(conn) == 1;
+}
+
+/* Step i's result and the NULL that ends it; then, after the last step,
+ * the sync's. False when the connection gave out. */
+static bool db_pipeline_take(PGconn *conn, struct db_step *s, bool *failed, struct db_err *e)
+{
+	PGresult *res = PQgetResult(conn);
+	ExecStatusType st = PQresultStatus(res);
+
+	if (res == NULL) {
+		db_err_fill(e, conn, NULL);
+		return false;
+	}
+	if (!*failed && st != s->want) {
+		db_err_fill(e, conn, res); /* a later step's is PGRES_PIPELINE_ABORTED */
+		*failed = true;
+	}
+	if (!*failed && s->keep)
+		s->res = res;
+	else
+		PQclear(res);
+	while ((res = PQgetResult(conn)) != NULL) /* one result per step; the NULL after it */
+		PQclear(res);
+	return true;
+}
+
+bool db_pipeline(PGconn *conn, struct db_step *s, int n, struct db_err *e)
+{
+	bool failed = false, whole = true;
+	PGresult *sync;
+	int i;
+
+	for (i = 0; i < n; i++)
+		s[i].res = NULL;
+	if (!PQenterPipelineMode(conn) || !db_pipeline_send(conn, s, n)) {
+		db_err_fill(e, conn, NULL);
+		(void)PQexitPipelineMode(conn);
+		return false;
+	}
+	for (i = 0; whole && i < n; i++)
+		whole = db_pipeline_take(conn, &s[i], &failed, e);
+	sync = whole ? PQgetResult(conn) : NULL;
+	if (whole && PQresultStatus(sync) != PGRES_PIPELINE_SYNC) {
+		if (!failed)
+			db_err_fill(e, conn, sync);
+		whole = false;
+	}
+	PQclear(sync);
+	if (!PQexitPipelineMode(conn) && whole && !failed) {
+		db_err_fill(e, conn, NULL);
+		whole = false;
+	}
+	if (whole && !failed)
+		return true;
+	for (i = 0; i < n; i++) {
+		PQclear(s[i].res);
+		s[i].res = NULL;
+	}
+	return false;
+}
+
 bool db_prepare(PGconn *conn, const char *name, const char *sql, int n, struct db_err *e)
 {
 	PGresult *res = db_check(conn, PQprepare(conn, name, sql, n, NULL), PGRES_COMMAND_OK,

@@ -111,6 +111,27 @@ bool db_send_run(PGconn *conn, const char *sql, int n, const char *const *params
 bool db_busy(PGconn *conn);
 bool db_collect(PGconn *conn, struct db_err *e);
 
+/* One statement of db_pipeline: the prepared statement name (or, when name
+ * is NULL, sql), n text parameters, and the status it must return. With
+ * keep, a success's result is handed back in res for the caller to clear. */
+struct db_step {
+	const char *name;
+	const char *sql;
+	int n;
+	const char *const *params;
+	ExecStatusType want;
+	bool keep;
+	PGresult *res; /* out */
+};
+
+/* The n steps sent at once and their results read in order: one round
+ * trip for all of them (libpq's pipeline mode). True when each returned its
+ * want. Else false with e of the first that did not; PostgreSQL skipped
+ * the steps after it, a transaction they ran in is left failed (for
+ * db_rollback), and no result is kept. */
+bool db_pipeline(PGconn *conn, struct db_step *s, int n, struct db_err *e)
+	__attribute__((warn_unused_result));
+
 /* Prepare sql as name on conn (n parameters, types inferred). False with e
  * filled. */
 bool db_prepare(PGconn *conn, const char *name, const char *sql, int n, struct db_err *e)

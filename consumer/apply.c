@@ -21,8 +21,9 @@
  *   event_commit  COMMIT; only after it the audit lines, and the caller's
  *                 offset.
  * apply_batch does lock, dedupe, apply and commit for a run of events in
- * one transaction (batch_lock, batch_dedupe, batch_apply), or nothing: an
- * event the batch cannot take goes the one-by-one way. */
+ * one transaction of three round trips (batch_lock; batch_dedupe_apply,
+ * whose side effects a duplicate rolls back; COMMIT), or nothing: an event
+ * the batch cannot take goes the one-by-one way. */
 #include "apply.h"
 
 #include <inttypes.h>
@@ -215,15 +216,9 @@ static const struct {
 	{ "c_report", SQL_REPORT }, { "c_park", SQL_PARK }, { "c_dead", SQL_DEAD },
 	{ "c_quarantine", SQL_QUARANTINE }, { "c_hold", SQL_HOLD },
 	{ "c_inbox_undo", SQL_INBOX_UNDO }, { "c_held_next", SQL_HELD_NEXT },
-	{ "c_b_proj_new", SQL_B_PROJ_NEW }, { "c_b_inbox", SQL_B_INBOX },
+	{ "c_b_proj_new", SQL_B_PROJ_NEW }, { "c_b_lock", SQL_B_LOCK },
+	{ "c_b_inbox", SQL_B_INBOX }, { "c_b_apply", SQL_B_APPLY },
 };
-/* SQL_B_LOCK and SQL_B_APPLY are planned at each call, with the batch's
- * arrays in hand, not prepared: a generic plan cannot see an array's
- * length, and one made while sink.order_projection is small (a new sink,
- * or one just truncated: its statistics lag until autovacuum analyses it)
- * scans the whole table for every batch. With a backlog of 200,000 events
- * over 10,000 orders that took the batch's PostgreSQL backend 21.8 CPU-s
- * in batches of 100 (6.9 planned per call) and 5.4 in batches of 500 (5.1). */
 
 enum { B_EID, B_AGG, B_SEQ, B_TYPE, B_PART, B_OFF, B_STATUS, B_TOTAL, B_NARR };
 
@@ -456,9 +451,19 @@ static void own_err(struct db_err *e, const char *fmt, ...)
 	e->lost = false;
 }
 
-/* The session's settings, then every statement prepared. False with e. */
+/* The session's settings, then every statement prepared. False with e.
+ * No sequential scans: every statement here finds its rows through an
+ * index, but a prepared statement's generic plan is made from the
+ * statistics of the moment, and one made while sink.order_projection was
+ * small (a new sink, or one just truncated: autovacuum analyses it later)
+ * scanned the whole table for every batch from then on (SQL_B_LOCK's
+ * = ANY: 21.8 PostgreSQL CPU-s for 200k events in batches of 100, 6.9
+ * without). Planning at each call avoids that too, but costs a small
+ * batch more than it runs. */
 static bool prepare_all(struct apply *a, struct db_err *e)
 {
+	if (!db_run(a->conn, "SET enable_seqscan = off", 0, NULL, e))
+		return false;
 	if (a->async_commit && !db_run(a->conn, "SET synchronous_commit = off", 0, NULL, e))
 		return false;
 	for (size_t i = 0; i < sizeof statements / sizeof statements[0]; i++)
@@ -1025,52 +1030,55 @@ static int batch_in_sequence(struct apply *a, const struct apply_msg *m, int n,
 	return first;
 }
 
-/* Batch stage lock: every order's projection row, created if new, locked
- * in one order (SQL_B_PROJ_NEW, SQL_B_LOCK), and the check against them
- * (batch_in_sequence). False with e: a failure, or the check refused the
- * event at *refused_at. */
+/* Batch stage lock: BEGIN, every order's projection row created if new and
+ * locked in one order (SQL_B_PROJ_NEW, SQL_B_LOCK), in one round trip; then
+ * the check against them (batch_in_sequence). False with e: a failure, or
+ * the check refused the event at *refused_at. */
 static bool batch_lock(struct apply *a, const struct apply_msg *m, int n,
 		       const char *const v[B_NARR], int *refused_at, struct db_err *e)
 {
-	PGresult *res = NULL;
+	struct db_step s[] = {
+		{ .sql = "BEGIN", .want = PGRES_COMMAND_OK },
+		{ .name = "c_b_proj_new", .n = 1, .params = &v[B_AGG], .want = PGRES_COMMAND_OK },
+		{ .name = "c_b_lock", .n = 1, .params = &v[B_AGG], .want = PGRES_TUPLES_OK,
+		  .keep = true },
+	};
 
-	if (db_run_prepared(a->conn, "c_b_proj_new", 1, &v[B_AGG], e))
-		res = db_query(a->conn, SQL_B_LOCK, 1, &v[B_AGG], PGRES_TUPLES_OK, e);
-	if (res == NULL)
+	if (!db_pipeline(a->conn, s, 3, e))
 		return false;
-	*refused_at = batch_in_sequence(a, m, n, res, e->msg, sizeof e->msg);
-	PQclear(res);
+	*refused_at = batch_in_sequence(a, m, n, s[2].res, e->msg, sizeof e->msg);
+	PQclear(s[2].res);
 	if (*refused_at < n)
 		return false;
 	*refused_at = -1;
 	return true;
 }
 
-/* Batch stage dedupe: every event's inbox row (SQL_B_INBOX). One seen
- * before refuses the batch: the one-by-one path drops it. */
-static bool batch_dedupe(struct apply *a, int n, const char *const v[B_NARR], struct db_err *e)
-{
-	PGresult *res = run(a, "c_b_inbox", 1, &v[B_EID], PGRES_COMMAND_OK, e);
-	bool all_new;
-
-	if (res == NULL)
-		return false;
-	all_new = strtol(PQcmdTuples(res), NULL, 10) == n;
-	PQclear(res);
-	if (!all_new)
-		own_err(e, "an event of the batch is in the inbox already");
-	return all_new;
-}
-
-/* Batch stage apply: the side effects and each order's new high-water
- * mark (SQL_B_APPLY). */
-static bool batch_apply(struct apply *a, const char *const v[B_NARR], struct db_err *e)
+/* Batch stages dedupe and apply, in one round trip: every event's inbox row
+ * (SQL_B_INBOX), every side effect and each order's new high-water mark
+ * (SQL_B_APPLY). An event seen before refuses the batch, which the caller
+ * then rolls back, the side effects with it: the one-by-one path drops that
+ * event. */
+static bool batch_dedupe_apply(struct apply *a, int n, const char *const v[B_NARR],
+			       struct db_err *e)
 {
 	const char *p[B_NARR + 1];
+	struct db_step s[] = {
+		{ .name = "c_b_inbox", .n = 1, .params = &v[B_EID], .want = PGRES_COMMAND_OK,
+		  .keep = true },
+		{ .name = "c_b_apply", .n = B_NARR + 1, .params = p, .want = PGRES_COMMAND_OK },
+	};
+	bool all_new;
 
 	memcpy(p, v, B_NARR * sizeof *p);
 	p[B_NARR] = a->consumer_id_s;
-	return db_run(a->conn, SQL_B_APPLY, B_NARR + 1, p, e);
+	if (!db_pipeline(a->conn, s, 2, e))
+		return false;
+	all_new = strtol(PQcmdTuples(s[0].res), NULL, 10) == n;
+	PQclear(s[0].res);
+	if (!all_new)
+		own_err(e, "an event of the batch is in the inbox already");
+	return all_new;
 }
 
 bool apply_batch(struct apply *a, const struct apply_msg *m, int n, int *refused_at, char *why,
@@ -1093,8 +1101,7 @@ bool apply_batch(struct apply *a, const struct apply_msg *m, int n, int *refused
 		snprintf(why, whylen, "out of memory");
 		return false;
 	}
-	ok = db_begin(a->conn, &e) && batch_lock(a, m, n, v, refused_at, &e) &&
-	     batch_dedupe(a, n, v, &e) && batch_apply(a, v, &e);
+	ok = batch_lock(a, m, n, v, refused_at, &e) && batch_dedupe_apply(a, n, v, &e);
 	if (ok) {
 		crash_point("consumer.after_apply"); /* once per transaction, as apply_event */
 		ok = db_commit(a->conn, &e);

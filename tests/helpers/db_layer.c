@@ -125,6 +125,47 @@ int main(int argc, char **argv)
 	ok(db_begin(conn, &e) && db_run(conn, "INSERT INTO t106 VALUES ($1::int)", 1, p1, &e) &&
 	   db_commit(conn, &e), "db_begin, db_commit");
 	is_str(one(conn, "SELECT count(*) FROM t106", v, sizeof v), "2", "  committed");
+
+	/* (d) a pipeline: a transaction in one round trip, and one that fails
+	 * in its middle. */
+	{
+		const char *p10[] = { "10" }, *p11[] = { "11" }, *p12[] = { "12" };
+		struct db_step good[] = {
+			{ .sql = "BEGIN", .want = PGRES_COMMAND_OK },
+			{ .sql = "INSERT INTO t106 VALUES ($1::int)", .n = 1, .params = p10,
+			  .want = PGRES_COMMAND_OK },
+			{ .name = "t106_get", .n = 1, .params = p10, .want = PGRES_TUPLES_OK,
+			  .keep = true },
+			{ .sql = "COMMIT", .want = PGRES_COMMAND_OK },
+		};
+		struct db_step bad[] = {
+			{ .sql = "BEGIN", .want = PGRES_COMMAND_OK },
+			{ .sql = "INSERT INTO t106 VALUES ($1::int)", .n = 1, .params = p11,
+			  .want = PGRES_COMMAND_OK, .keep = true },
+			{ .sql = "INSERT INTO t106 VALUES ($1::int)", .n = 1, .params = p11,
+			  .want = PGRES_COMMAND_OK },
+			{ .sql = "INSERT INTO t106 VALUES ($1::int)", .n = 1, .params = p12,
+			  .want = PGRES_COMMAND_OK },
+			{ .sql = "COMMIT", .want = PGRES_COMMAND_OK },
+		};
+
+		ok(db_pipeline(conn, good, 4, &e), "db_pipeline: BEGIN, INSERT, a prepared SELECT, COMMIT");
+		ok(good[2].res != NULL && strcmp(PQgetvalue(good[2].res, 0, 0), "1") == 0,
+		   "  the kept result is the SELECT's");
+		ok(good[1].res == NULL, "  a step not kept hands back nothing");
+		PQclear(good[2].res);
+		ok(PQtransactionStatus(conn) == PQTRANS_IDLE && PQpipelineStatus(conn) == PQ_PIPELINE_OFF,
+		   "  committed, idle, out of pipeline mode");
+		is_str(one(conn, "SELECT count(*) FROM t106 WHERE id = 10", v, sizeof v), "1",
+		       "  the row is there");
+		ok(!db_pipeline(conn, bad, 5, &e), "db_pipeline with a duplicate key in its middle fails");
+		is_str(e.sqlstate, "23505", "  with the failed step's SQLSTATE");
+		ok(bad[1].res == NULL, "  and keeps no result, not even a success's");
+		ok(PQtransactionStatus(conn) == PQTRANS_INERROR, "  the transaction is left failed");
+		db_rollback(conn);
+		is_str(one(conn, "SELECT count(*) FROM t106 WHERE id IN (11, 12)", v, sizeof v), "0",
+		       "  db_rollback: neither the step before nor the one after it stayed");
+	}
 	PQfinish(conn);
 
 	/* A connection lost in the middle of a transaction. */
@@ -146,6 +187,12 @@ int main(int argc, char **argv)
 	db_rollback(victim);
 	ok(db_lost(victim), "db_rollback after the loss is harmless");
 	ok(!db_commit(victim, &e) && e.lost, "db_commit after the loss fails, lost");
+	{
+		struct db_step one_step[] = { { .sql = "SELECT 1", .want = PGRES_TUPLES_OK } };
+
+		memset(&e, 0, sizeof e);
+		ok(!db_pipeline(victim, one_step, 1, &e) && e.lost, "db_pipeline after the loss fails, lost");
+	}
 	PQfinish(victim);
 	PQfinish(conn);
 	return done_testing();

@@ -2,7 +2,10 @@
 # common/db against the real PostgreSQL (tests/helpers/db_layer.c): the
 # connection options over the user's conninfo, SQLSTATE and message of a
 # unique violation and a syntax error, transactions, a connection lost
-# after pg_terminate_backend and a harmless rollback after it. The same
+# after pg_terminate_backend and a harmless rollback after it; db_pipeline:
+# a transaction in one round trip with a kept result, one that fails in its
+# middle (SQLSTATE of the failed step, nothing kept, nothing of it stays
+# after db_rollback), and one on a lost connection. The same
 # calls without a server: tests/t/007_db_layer.c.
 . "$(dirname "$0")/../lib.sh"
 
