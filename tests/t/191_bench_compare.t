@@ -54,9 +54,15 @@ done
 is "$(rows consumer | wc -l)" 3 "consumer: three rows (1, 2, 4 consumers)"
 is "$(rows consumer | awk -F'\t' '$11 != "2000 / 2000"' | wc -l)" 0 "consumer: every event applied once in each run"
 is "$(rows pipeline | cut -f2,4 | tr '\t' ' ')" "bin/orders 1000
-outboxd 1000" "pipeline: the writer's and the applied row, 1000 events"
-is "$(rows pipeline | awk -F'\t' '$2 == "outboxd" { print $11 }')" "1000 / 1000" "pipeline: every event applied once"
+outboxd 1000
+bin/orders 1000
+outboxd 1000" "pipeline: the writer's and the applied row, 1000 events, twice"
+is "$(rows pipeline | awk -F'\t' '$2 == "bin/orders" { print $3 }' | sed 's/.*synchronous_commit //')" "on
+off" "pipeline: the writer with synchronous_commit on, then off"
+is "$(rows pipeline | awk -F'\t' '$2 == "outboxd" { print $11 }')" "1000 / 1000
+1000 / 1000" "pipeline: every event applied once in each run"
 is "$(tail -n 1 "$tmp/out/pipeline.dat" | awk '{ print $2, $3 }')" "1000 1000" "pipeline: lag ends at 0"
+is "$(tail -n 1 "$tmp/out/pipeline.off.dat" | awk '{ print $2, $3 }')" "1000 1000" "pipeline: and without synchronous commits"
 is "$(rows latency | wc -l)" 4 "latency: four rows (notify and cdc, to Kafka and to applied)"
 is "$(rows latency | cut -f4 | sort -u)" 200 "latency: each counts the 200 measured events"
 rows latency | cut -f7 | while IFS=' /' read -r a b c d; do
@@ -64,13 +70,13 @@ rows latency | cut -f7 | while IFS=' /' read -r a b c d; do
 done >"$tmp/bad"
 is "$(wc -l <"$tmp/bad")" 0 "latency: p50 <= p95 <= p99 <= max in every row"
 is "$(rows ceiling | cut -f2,4,11 | tr '\t' ' ')" "kcat $N $N / -" "ceiling: kcat's $N messages all on the topic"
-is "$(grep -c . "$tsv")" 22 "22 rows in all, none from Debezium"
+is "$(grep -c . "$tsv")" 24 "24 rows in all, none from Debezium"
 grep -q "Debezium left out" "$tmp/out/compare.md"; ok $? "the results say Debezium was left out"
 is "$(head -n 1 "$tmp/doc.md")" "# existing text" "the doc keeps what it held"
 grep -q "^### Run of .* (test)$" "$tmp/doc.md"; ok $? "the run is appended to the doc, with its label"
 grep -q "^Command: \`scripts/bench-compare --no-debezium " "$tmp/doc.md"; ok $? "with its command"
-is "$(grep -c '^| \(writer\|drain\|consumer\|pipeline\|latency\|ceiling\) |' "$tmp/doc.md")" 22 "the doc's table has every row"
-is "$(grep -c '^| \(writer\|drain\|consumer\|pipeline\|latency\|ceiling\) |' "$tmp/stdout")" 22 "the table is printed"
+is "$(grep -c '^| \(writer\|drain\|consumer\|pipeline\|latency\|ceiling\) |' "$tmp/doc.md")" 24 "the doc's table has every row"
+is "$(grep -c '^| \(writer\|drain\|consumer\|pipeline\|latency\|ceiling\) |' "$tmp/stdout")" 24 "the table is printed"
 is "$(head -c 8 "$tmp/out/plot.png" | od -An -c | tr -d ' ')" '211PNG\r\n032\n' "the plot is a PNG"
 grep -q "pipeline.dat" "$tmp/out/compare.gp" && grep -q "cdc.sent.cdf" "$tmp/out/compare.gp" &&
 	grep -q "drain.cdc-stream.dat" "$tmp/out/compare.gp"
