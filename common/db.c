@@ -343,15 +343,17 @@ static bool db_pipeline_send(PGconn *conn, const struct db_step *s, int n)
 	return PQpipelineSync(conn) == 1;
 }
 
-/* Step i's result and the NULL that ends it; then, after the last step,
- * the sync's. False when the connection gave out. */
+/* Step s's result, checked (into e and *failed when it is the first that
+ * failed), then the NULL that ends it. False when the connection gave out. */
 static bool db_pipeline_take(PGconn *conn, struct db_step *s, bool *failed, struct db_err *e)
 {
 	PGresult *res = PQgetResult(conn);
 	ExecStatusType st = PQresultStatus(res);
 
 	if (res == NULL) {
-		db_err_fill(e, conn, NULL);
+		if (!*failed)
+			db_err_fill(e, conn, NULL);
+		*failed = true;
 		return false;
 	}
 	if (!*failed && st != s->want) {
@@ -380,20 +382,22 @@ bool db_pipeline(PGconn *conn, struct db_step *s, int n, struct db_err *e)
 		(void)PQexitPipelineMode(conn);
 		return false;
 	}
+	/* Every result is read, past a failed step too (PostgreSQL answers each
+	 * skipped one with PGRES_PIPELINE_ABORTED), so the session is idle
+	 * again; only a connection that gave out stops the reading. */
 	for (i = 0; whole && i < n; i++)
 		whole = db_pipeline_take(conn, &s[i], &failed, e);
 	sync = whole ? PQgetResult(conn) : NULL;
-	if (whole && PQresultStatus(sync) != PGRES_PIPELINE_SYNC) {
-		if (!failed)
-			db_err_fill(e, conn, sync);
-		whole = false;
+	if (whole && PQresultStatus(sync) != PGRES_PIPELINE_SYNC && !failed) {
+		db_err_fill(e, conn, sync);
+		failed = true;
 	}
 	PQclear(sync);
-	if (!PQexitPipelineMode(conn) && whole && !failed) {
+	if (!PQexitPipelineMode(conn) && !failed) {
 		db_err_fill(e, conn, NULL);
-		whole = false;
+		failed = true;
 	}
-	if (whole && !failed)
+	if (!failed)
 		return true;
 	for (i = 0; i < n; i++) {
 		PQclear(s[i].res);
