@@ -749,6 +749,21 @@ static bool dispatch(rd_kafka_t *rk, rd_kafka_message_t *rkm, int *rc)
 	return true;
 }
 
+/* A session lost while nothing arrives (the counters flush found it: a
+ * terminated backend, a database restart) is made again now, not when the
+ * next message comes, so that message does not wait for it and the
+ * counters keep flowing; with asynchronous commits it rewinds, as a loss in
+ * an apply does. */
+static void idle_reconnect(rd_kafka_t *rk, int *rc)
+{
+	if (!apply_lost(ap) || ensure_db() != REWIND)
+		return;
+	if (!rewind_to_committed(rk)) {
+		*rc = 1; /* a restart rewinds too */
+		stop = 1;
+	}
+}
+
 /* first and whatever else librdkafka has fetched already, up to batch_size,
  * into gathered (an error message ends it). A rebalance served meanwhile
  * may drop some (gathered_drop); handle_gathered skips those. */
@@ -960,8 +975,10 @@ int main(int argc, char **argv)
 		if (cfg.consumer_inbox_sweep_interval_ms > 0 && now >= next_sweep)
 			next_sweep = sweep_round(now);
 		rkm = rd_kafka_consumer_poll(rk, POLL_MS);
-		if (rkm == NULL)
+		if (rkm == NULL) {
+			idle_reconnect(rk, &rc);
 			continue;
+		}
 		gather(rk, rkm);
 		handle_gathered(rk, &rc);
 	}

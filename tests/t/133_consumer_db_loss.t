@@ -5,8 +5,10 @@
 # yet flushed are gone), later its session is terminated (57P01). Each loss
 # comes between two rounds of events (the consumer applies a round within a
 # second, faster than a test could aim inside it), so the next round meets
-# it. The consumer keeps running, reconnects, rewinds to its committed
-# offsets, and every event is still applied exactly once with no gap.
+# it, except that an idle consumer connects again at once (its counters
+# flush finds the loss), before the next round. The consumer keeps running,
+# reconnects, rewinds to its committed offsets, and every event is still
+# applied exactly once with no gap.
 . "$(dirname "$0")/../lib.sh"
 
 services_up
@@ -51,6 +53,9 @@ ok $? "the consumer goes on after the crash"
 q "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
    WHERE application_name = 'outbox-consumer-2'" >/dev/null
 ok $? "terminate the consumer's session at $(applied) applied"
+reconnected() { [ "$(grep -c 'sink database: reconnected' "$tmp/consumer.log")" -ge "$1" ]; }
+wait_for 15 reconnected 2
+ok $? "idle, the consumer connects again without waiting for its next message"
 round 500 >/dev/null
 read -r total distinct < <(topic_counts "$OUTBOX_TOPIC")
 is "$total" "10000" "10,000 messages on the topic in all"
