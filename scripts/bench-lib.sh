@@ -50,6 +50,14 @@ cpu_s() { awk -v t="$TICK" '{ s += ($14 + $15) / t } END { printf "%.2f", s + 0 
 backend_pids() { q "SELECT pid FROM pg_stat_activity WHERE application_name LIKE '$1%'"; }
 backends_cpu() { local f=(); for p in $(backend_pids "$1"); do f+=("/proc/$p/stat"); done
 	[ ${#f[@]} -gt 0 ] && cpu_s "${f[@]}" || echo 0; }
+# CPU seconds of the PostgreSQL sessions that have ended so far (the
+# postmaster's reaped children): a session that ends before the run does
+# (the CDC relay's catch-up poll) is counted by the difference across the
+# run, with the few short sessions of the bench's own queries.
+pg_reaped_cpu() {
+	awk -v t="$TICK" '{ printf "%.2f", ($16 + $17) / t }' \
+		"/proc/$(head -n 1 "$ROOT/.run/pg/data/postmaster.pid")/stat" 2>/dev/null || echo 0
+}
 hwm_mb() { awk '/VmHWM/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status" 2>/dev/null; }
 unsent() { q "SELECT count(*) FROM public.outbox WHERE sent_at IS NULL"; }
 sent_zero() { [ "$(unsent)" = 0 ] && echo 0 || echo 1; }
