@@ -205,6 +205,16 @@ out:
 	return ok;
 }
 
+/* After a reconnect with asynchronous commits: back to the committed
+ * offsets, or stop (exit 1) when that fails: a restart rewinds too. */
+static void rewind_or_stop(rd_kafka_t *rk, int *rc)
+{
+	if (!rewind_to_committed(rk)) {
+		*rc = 1;
+		stop = 1;
+	}
+}
+
 static void offset_commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 			     rd_kafka_topic_partition_list_t *offsets, void *opaque)
 {
@@ -730,10 +740,7 @@ static bool dispatch(rd_kafka_t *rk, rd_kafka_message_t *rkm, int *rc)
 			commit_offsets(rk, false);
 		return true;
 	case REWIND:
-		if (!rewind_to_committed(rk)) {
-			*rc = 1; /* a restart rewinds too */
-			stop = 1;
-		}
+		rewind_or_stop(rk, rc);
 		return false;
 	case STOPPED:
 		log_info("stopping during retries; [%" PRId32 "] offset %" PRId64
@@ -756,12 +763,8 @@ static bool dispatch(rd_kafka_t *rk, rd_kafka_message_t *rkm, int *rc)
  * an apply does. */
 static void idle_reconnect(rd_kafka_t *rk, int *rc)
 {
-	if (!apply_lost(ap) || ensure_db() != REWIND)
-		return;
-	if (!rewind_to_committed(rk)) {
-		*rc = 1; /* a restart rewinds too */
-		stop = 1;
-	}
+	if (apply_lost(ap) && ensure_db() == REWIND)
+		rewind_or_stop(rk, rc);
 }
 
 /* first and whatever else librdkafka has fetched already, up to batch_size,
