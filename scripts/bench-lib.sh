@@ -1,7 +1,7 @@
 # shellcheck shell=bash
 # bench-lib.sh: what the benchmark scripts share (sourced, not run). Expects
 # .run/env loaded; backlog() reads EVENTS, ORDERS and PAYLOAD, conf_for()
-# OUT, BATCH and SLOT, from the caller.
+# OUT, BATCH and SLOT, pg_reaped_cpu() ROOT, from the caller.
 
 say() { echo "$*" >&2; }
 q() { PGOPTIONS='-c client_min_messages=warning' psql -X -q -t -A -v ON_ERROR_STOP=1 -c "$1"; }
